@@ -1,0 +1,126 @@
+"""The ``mmfeat`` command line (see README for the contract)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .config import parse_set_args
+from .errors import MmfeatError
+from .registry import MODALITIES
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmfeat", description="Multi-modal features into a Parquet store, and heads on top.")
+    sub = p.add_subparsers(dest="command", required=True)
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument("--store", default=None, help="store root (default $MMFEAT_STORE or ./mmfeat-store)")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print one JSON object on stdout, nothing else")
+    e = sub.add_parser("extract", parents=[store, as_json], help="extract features of a dataset")
+    e.add_argument("source", help="manifest (.csv/.jsonl/.parquet) or folder root/[split/]label/file")
+    e.add_argument("--modality", required=True, choices=MODALITIES)
+    e.add_argument("--extractor", help="cnn (image), bert or word2vec (text), spectral (audio)")
+    e.add_argument("--set", action="append", metavar="KEY=VALUE", help="extractor config override")
+    e.add_argument("--dataset", help="dataset name (default: manifest or folder name)")
+    e.add_argument("--shard-size", type=int, default=None)
+    e.add_argument("--allow-absolute-paths", action="store_true", help="accept absolute paths in the manifest")
+    t = sub.add_parser("train-head", parents=[store, as_json], help="train a classifier head on feature sets")
+    t.add_argument("feature_sets", nargs="+", metavar="FEATURE_SET", help="DATASET/EXTRACTOR[-CONFIGPREFIX]")
+    t.add_argument("--label", default="label")
+    t.add_argument("--head", choices=("linear", "mlp"), default="linear")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="head config override")
+    t.add_argument("--out", help="head directory (default <store>/_heads/<name>)")
+    pr = sub.add_parser("predict", parents=[store, as_json], help="apply a head to a feature set")
+    pr.add_argument("head_dir")
+    pr.add_argument("feature_sets", nargs="+", metavar="FEATURE_SET")
+    sub.add_parser("ls", parents=[store, as_json], help="list feature sets")
+    q = sub.add_parser("query", parents=[store], help="run SQL (DuckDB) with a view per feature set")
+    q.add_argument("sql")
+    d = sub.add_parser("demo", parents=[store], help="extract every modality of sample_data and train heads")
+    d.add_argument("root", nargs="?", default="sample_data")
+    return p
+
+
+def cmd_extract(args) -> dict:
+    from .extract import DEFAULT_SHARD_SIZE, extract
+
+    return extract(args.source, args.modality, args.extractor, parse_set_args(args.set), args.dataset, args.store,
+                   args.shard_size or DEFAULT_SHARD_SIZE, args.allow_absolute_paths, progress=None)
+
+
+def cmd_train_head(args) -> dict:
+    from .heads import train_head
+
+    card = train_head(args.feature_sets, {"head": args.head, **parse_set_args(args.set)}, args.store, args.out, args.label)
+    return card
+
+
+def cmd_ls(args) -> list[dict]:
+    from .store import FeatureStore
+
+    return [fs.summary() for fs in FeatureStore(args.store).feature_sets()]
+
+
+def _print_extract(s: dict) -> None:
+    print(f"{s['feature_set']}: {s['rows']} rows, {s['rejected']} rejected {s['rejects_by_reason'] or ''}, "
+          f"{s['processed']} processed at {s['items_per_s']:.1f} items/s\n  {s['path']}")
+
+
+def _print_head(card: dict) -> None:
+    m = card["metrics"]
+    print(f"head {card['head']} -> {card['path']}\n  test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
+          f"(sklearn LogisticRegression {m['sklearn_logreg']['accuracy']:.4f}, majority {m['majority_baseline_accuracy']:.4f}, "
+          f"n_test={m['n_test']})")
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    json_out = getattr(args, "json", False)
+    if args.command == "extract":
+        result = cmd_extract(args)
+        out = {k: result[k] for k in ("feature_set", "path", "rows", "rejected", "items_per_s")}
+        print(json.dumps(out)) if json_out else _print_extract(result)
+    elif args.command == "train-head":
+        card = cmd_train_head(args)
+        print(json.dumps({"head": card["path"], "metrics": card["metrics"]})) if json_out else _print_head(card)
+    elif args.command == "predict":
+        from .heads import predict
+
+        result = predict(args.head_dir, args.feature_sets, args.store)
+        print(json.dumps(result) if json_out else f"{result['rows']} predictions -> {result['path']}")
+    elif args.command == "ls":
+        sets = cmd_ls(args)
+        if json_out:
+            print(json.dumps(sets))
+        for s in [] if json_out else sets:
+            print(f"{s['feature_set']}\trows={s['rows']}\tdim={s['dim']}\trejected={s['rejected']}\t"
+                  f"shards={s['shards']}\tcreated={s['created']}\tweights={str(s['weights_sha256'])[:12]}")
+    elif args.command == "query":
+        from .store import FeatureStore
+
+        con = FeatureStore(args.store).duckdb()
+        print(con.sql(args.sql))
+    elif args.command == "demo":
+        from .demo import run_demo
+
+        run_demo(args.root, args.store)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        code = run(argv)
+    except MmfeatError as exc:
+        print(f"mmfeat: error: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("mmfeat: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,4 @@
+"""Audio extractors."""
+from .spectral import SpectralConfig, SpectralExtractor
+
+__all__ = ["SpectralConfig", "SpectralExtractor"]

@@ -1,0 +1,68 @@
+"""Audio decoding: soundfile, mono mix-down, soxr resampling, and the checks that turn bad clips into rejects."""
+from __future__ import annotations
+
+import os
+import struct
+
+import numpy as np
+
+from ...errors import BadInput
+
+
+def _wav_truncated(path: str) -> str | None:
+    """For RIFF/WAVE: the data chunk declares more bytes than the file holds -> a message."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return "no data chunk (header only)"
+            cid, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"data":
+                available = size - f.tell()
+                if length != 0xFFFFFFFF and length > available:
+                    return f"header declares {length} data bytes, file holds {available}"
+                return None
+            f.seek(length + (length & 1), os.SEEK_CUR)
+
+
+def load_clip(path: str, sr: int | None, min_duration: float, pad_short: bool, max_duration: float | None,
+              reject_silence: bool) -> tuple[np.ndarray, int]:
+    """Mono float32 samples at ``sr`` (native rate when None), as ``librosa.load`` would give them."""
+    import soundfile as sf
+    import soxr
+
+    if not os.path.exists(path):
+        raise BadInput("missing_file", f"{path} does not exist")
+    if os.path.getsize(path) == 0:
+        raise BadInput("empty_file", "zero-byte file")
+    problem = _wav_truncated(path)
+    if problem:
+        raise BadInput("truncated", problem)
+    try:
+        info = sf.info(path)
+        y, native = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise BadInput("unsupported_format", str(exc)) from None
+    if len(y) == 0:
+        raise BadInput("no_audio", "the file holds no samples (header only)")
+    if info.frames not in (len(y), 0) and info.frames > 0 and info.frames != len(y):
+        raise BadInput("truncated", f"header declares {info.frames} frames, decoded {len(y)}")
+    if not np.isfinite(y).all():
+        raise BadInput("non_finite", f"{int((~np.isfinite(y)).sum())} NaN or inf samples", stage="validate")
+    y = y.mean(axis=1) if y.shape[1] > 1 else y[:, 0]
+    if sr is not None and native != sr:
+        y = soxr.resample(y, native, sr, quality="soxr_hq").astype(np.float32)
+    rate = sr or native
+    if max_duration is not None and len(y) > int(max_duration * rate):
+        y = y[: int(max_duration * rate)]
+    if len(y) < int(min_duration * rate):
+        if not pad_short:
+            raise BadInput("too_short", f"{len(y) / rate:.3f} s < min_duration={min_duration} s", stage="validate")
+        y = np.pad(y, (0, int(min_duration * rate) - len(y)))
+    if reject_silence and float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) < 1e-4:
+        raise BadInput("silent", "RMS below -80 dBFS", stage="validate")
+    return np.ascontiguousarray(y, dtype=np.float32), rate

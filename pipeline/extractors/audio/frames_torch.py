@@ -1,0 +1,134 @@
+"""Frame-level spectral features computed batched in torch, with librosa's filter banks and definitions.
+
+Clips of different lengths are zero-padded into one batch; ``mask`` marks the frames that belong
+to each clip, and every clip-level reduction (the dB ceiling, statistics) ignores the rest.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+AMIN = 1e-10
+
+
+class TorchFrames:
+    def __init__(self, cfg, sr: int, device: torch.device, dtype: torch.dtype):
+        import librosa
+        import scipy.fft
+
+        self.cfg, self.sr, self.device, self.dtype = cfg, sr, device, dtype
+        as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
+        self.window = torch.hann_window(cfg.n_fft, periodic=True, dtype=dtype, device=device)
+        self.mel = as_t(librosa.filters.mel(sr=sr, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax,
+                                            htk=cfg.htk, norm=cfg.mel_norm))
+        self.chroma = as_t(librosa.filters.chroma(sr=sr, n_fft=cfg.n_fft, tuning=cfg.tuning, n_chroma=12))
+        self.dct = as_t(scipy.fft.dct(np.eye(cfg.n_mels), type=2, norm="ortho", axis=0)[: cfg.n_mfcc])
+        self.freq = as_t(librosa.fft_frequencies(sr=sr, n_fft=cfg.n_fft))[None, :, None]
+        self.bands = _contrast_bands(librosa.fft_frequencies(sr=sr, n_fft=cfg.n_fft), sr, cfg.contrast_fmin,
+                                     cfg.contrast_bands)
+        self.tiny = torch.finfo(dtype).tiny
+
+    def n_frames(self, lengths: np.ndarray) -> np.ndarray:
+        c = self.cfg
+        return 1 + lengths // c.hop_length if c.center else 1 + np.maximum(lengths - c.n_fft, 0) // c.hop_length
+
+    def _framed(self, clips: list[np.ndarray], mode: str, width: int) -> torch.Tensor:
+        """Each clip padded by n_fft//2 with ``mode`` (librosa's zcr/rms framing), framed: (B, T, n_fft)."""
+        c = self.cfg
+        pad = c.n_fft // 2 if c.center else 0
+        total = (width - 1) * c.hop_length + c.n_fft
+        out = np.zeros((len(clips), max(total, max(len(y) + 2 * pad for y in clips))), np.float64)
+        for i, y in enumerate(clips):
+            padded = np.pad(y, pad, mode=mode) if pad else y
+            out[i, : len(padded)] = padded
+        t = torch.as_tensor(out, dtype=self.dtype, device=self.device)
+        return t.unfold(1, c.n_fft, c.hop_length)[:, :width]
+
+    def compute(self, clips: list[np.ndarray], features: tuple[str, ...]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Frame features {name: (B, d, T)} and the valid-frame mask (B, T)."""
+        c = self.cfg
+        lengths = np.array([len(y) for y in clips])
+        batch = np.zeros((len(clips), lengths.max()), np.float64)
+        for i, y in enumerate(clips):
+            batch[i, : len(y)] = y
+        y = torch.as_tensor(batch, dtype=self.dtype, device=self.device)
+        spec = torch.stft(y, c.n_fft, c.hop_length, window=self.window, center=c.center, pad_mode=c.pad_mode,
+                          return_complex=True)
+        width = spec.shape[-1]
+        mask = torch.as_tensor(np.arange(width)[None, :] < self.n_frames(lengths)[:, None], device=self.device)
+        mag = spec.abs()
+        power = mag.square()
+        out: dict[str, torch.Tensor] = {}
+        if "mfcc" in features or "mel" in features:
+            mel_db = self.db(self.mel @ power, mask, c.top_db)
+            if "mel" in features:
+                out["mel"] = mel_db
+            if "mfcc" in features:
+                out["mfcc"] = self.dct @ mel_db
+        if "chroma" in features:
+            raw = self.chroma @ power
+            norm = raw.abs().amax(dim=1, keepdim=True)
+            out["chroma"] = raw / torch.where(norm < self.tiny, torch.ones_like(norm), norm)
+        if "contrast" in features:
+            out["contrast"] = self.contrast(mag, mask)
+        if "stft" in features:
+            out["stft"] = self.stft_stats(mag)
+        if "zcr" in features:
+            frames = self._framed(clips, "edge", width)
+            frames = torch.where(frames.abs() <= 1e-10, torch.zeros_like(frames), frames)
+            sign = torch.signbit(frames)
+            out["zcr"] = (sign[..., 1:] != sign[..., :-1]).sum(-1, dtype=self.dtype)[:, None, :] / c.n_fft
+        if "rms" in features:
+            frames = self._framed(clips, "constant", width)
+            out["rms"] = frames.square().mean(-1).sqrt()[:, None, :]
+        return out, mask
+
+    def db(self, x: torch.Tensor, mask: torch.Tensor, top_db: float | None) -> torch.Tensor:
+        """librosa.power_to_db(x, ref=1.0) with the top_db floor taken per clip over its own frames."""
+        log = 10.0 * torch.log10(x.clamp(min=AMIN))
+        if top_db is None:
+            return log
+        peak = log.masked_fill(~mask[:, None, :], float("-inf")).amax(dim=(1, 2), keepdim=True)
+        return torch.maximum(log, peak - top_db)
+
+    def contrast(self, mag: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        peaks, valleys = [], []
+        for rows, k in self.bands:
+            ordered = mag[:, rows, :].sort(dim=1).values
+            valleys.append(ordered[:, :k].mean(1))
+            peaks.append(ordered[:, -k:].mean(1))
+        return self.db(torch.stack(peaks, 1), mask, 80.0) - self.db(torch.stack(valleys, 1), mask, 80.0)
+
+    def stft_stats(self, mag: torch.Tensor) -> torch.Tensor:
+        """Spectral centroid, bandwidth (p=2), roll-off (85%) and flatness per frame."""
+        total = mag.sum(1, keepdim=True)
+        norm = mag / torch.where(total < self.tiny, torch.ones_like(total), total)
+        centroid = (self.freq * norm).sum(1, keepdim=True)
+        bandwidth = (norm * (self.freq - centroid).square()).sum(1, keepdim=True).sqrt()
+        cumulative = mag.cumsum(1)
+        reached = cumulative >= 0.85 * cumulative[:, -1:, :]
+        rolloff = torch.where(reached, self.freq.expand_as(mag), torch.full_like(mag, float("inf"))).amin(1, keepdim=True)
+        thresh = mag.square().clamp(min=AMIN)
+        flatness = thresh.log().mean(1, keepdim=True).exp() / thresh.mean(1, keepdim=True)
+        return torch.cat([centroid, bandwidth, rolloff, flatness], dim=1)
+
+
+def _contrast_bands(freq: np.ndarray, sr: int, fmin: float, n_bands: int) -> list[tuple[np.ndarray, int]]:
+    """librosa.feature.spectral_contrast's octave bands: (frequency rows, quantile count) per band."""
+    octa = np.zeros(n_bands + 2)
+    octa[1:] = fmin * (2.0 ** np.arange(0, n_bands + 1))
+    if np.any(octa[:-1] >= 0.5 * sr):
+        raise ValueError(f"contrast bands exceed Nyquist at sr={sr}: reduce contrast_fmin or contrast_bands")
+    bands = []
+    for k, (lo, hi) in enumerate(zip(octa[:-1], octa[1:])):
+        current = np.logical_and(freq >= lo, freq <= hi)
+        idx = np.flatnonzero(current)
+        if k > 0:
+            current[idx[0] - 1] = True
+        if k == n_bands:
+            current[idx[-1] + 1:] = True
+        rows = np.flatnonzero(current)
+        if k < n_bands:
+            rows = rows[:-1]
+        bands.append((rows, int(max(np.rint(0.02 * current.sum()), 1))))
+    return bands

@@ -1,0 +1,232 @@
+"""``spectral``: librosa-defined clip descriptors, on the GPU/CPU in torch or with librosa itself."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+
+import numpy as np
+import torch
+
+from ...config import check_choice, runtime_field
+from ...registry import BatchResult, Extractor, ItemBatch, Reject, register_extractor
+from ..runtime import resolve_device, worker_count
+from .decode import load_clip
+from .pooling import STATS, pool_numpy, pool_torch
+
+FEATURES = ("mfcc", "chroma", "mel", "contrast", "stft", "zcr", "rms", "tonnetz")
+
+
+@dataclasses.dataclass(frozen=True)
+class SpectralConfig:
+    """Audio features with librosa's parameters; frames pooled per clip with ``stats``.
+
+    ``features``: mfcc, chroma (STFT, fixed ``tuning``), mel (dB), contrast, stft (centroid,
+    bandwidth, roll-off, flatness), zcr, rms, tonnetz (librosa backend only). ``stats``: mean,
+    std, min, max, p10, p25, p50, p75, p90. ``preset=classic193`` is the classic 193-dim recipe.
+    ``sr=None`` keeps each clip's native rate.
+    """
+
+    features: tuple[str, ...] = ("mfcc", "chroma", "mel", "contrast", "stft", "zcr", "rms")
+    stats: tuple[str, ...] = ("mean", "std")
+    preset: str | None = None
+    backend: str = "torch"
+    sr: int | None = 22050
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+    n_mfcc: int = 20
+    fmin: float = 0.0
+    fmax: float | None = None
+    htk: bool = False
+    mel_norm: str | None = "slaney"
+    center: bool = True
+    pad_mode: str = "constant"
+    top_db: float | None = 80.0
+    tuning: float = 0.0
+    contrast_fmin: float = 200.0
+    contrast_bands: int = 6
+    min_duration: float = 0.0
+    pad_short: bool = False
+    max_duration: float | None = None
+    reject_silence: bool = False
+    frames: bool = False
+    precision: str = "float32"
+    batch_size: int = runtime_field(64)
+    num_workers: int | None = runtime_field(None)
+    device: str = runtime_field("auto")
+
+    def __post_init__(self):
+        check_choice("backend", self.backend, ("torch", "librosa"))
+        check_choice("precision", self.precision, ("float32", "float64"))
+        check_choice("preset", self.preset, (None, "classic193"))
+        check_choice("pad_mode", self.pad_mode, ("constant", "reflect"))
+        for f in self.features:
+            check_choice("feature", f, FEATURES)
+        for s in self.stats:
+            check_choice("stat", s, STATS)
+        if not self.features or not self.stats:
+            raise ValueError("features and stats must not be empty")
+        if "tonnetz" in self.features and self.backend == "torch":
+            raise ValueError("tonnetz (constant-Q chroma of the harmonic part) exists only with backend=librosa")
+        if self.preset == "classic193" and (self.backend != "librosa" or self.sr != 22050):
+            raise ValueError("preset=classic193 needs backend=librosa and sr=22050 (its tonnetz uses HPSS and a CQT)")
+        if self.n_fft < 16 or self.hop_length < 1 or self.n_mels < 1 or not 1 <= self.n_mfcc <= self.n_mels:
+            raise ValueError("need n_fft >= 16, hop_length >= 1, 1 <= n_mfcc <= n_mels")
+
+
+def frame_dims(cfg: SpectralConfig) -> dict[str, int]:
+    return {"mfcc": cfg.n_mfcc, "chroma": 12, "mel": cfg.n_mels, "contrast": cfg.contrast_bands + 1, "stft": 4,
+            "zcr": 1, "rms": 1, "tonnetz": 6}
+
+
+def _decode_item(args):
+    path, cfg = args
+    from ...errors import BadInput
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return load_clip(path, cfg.sr, cfg.min_duration, cfg.pad_short, cfg.max_duration, cfg.reject_silence), None
+    except BadInput as err:
+        return None, err
+
+
+def _librosa_item(args):
+    """Decode and compute one clip with librosa (runs in a worker process)."""
+    from ...errors import BadInput
+    from .frames_librosa import classic193, librosa_frames
+
+    (decoded, err), (_, cfg) = _decode_item(args), args
+    if err is not None:
+        return None, None, err
+    y, sr = decoded
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # short clips: n_fft > len warns; centered padding still defines them
+        if cfg.preset == "classic193":
+            return classic193(y, sr).astype(np.float32), None, None
+        try:
+            frames = librosa_frames(y.astype(np.float64) if cfg.precision == "float64" else y, sr, cfg, cfg.features)
+        except Exception as exc:  # librosa raises ParameterError for e.g. tonnetz bins above Nyquist at 8 kHz
+            if type(exc).__name__ == "ParameterError":
+                return None, None, BadInput("unsupported_rate", f"{exc} (sr={sr})", stage="features")
+            raise
+    stacked = np.concatenate([frames[f] for f in cfg.features]).astype(np.float64)
+    return pool_numpy(stacked, cfg.stats, [frame_dims(cfg)[f] for f in cfg.features]).astype(np.float32), \
+        (stacked.T.astype(np.float32) if cfg.frames else None), None
+
+
+class _Clips(torch.utils.data.Dataset):
+    def __init__(self, paths, cfg):
+        self.paths, self.cfg = paths, cfg
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        decoded, err = _decode_item((self.paths[i], self.cfg))
+        return i, decoded, err
+
+
+@register_extractor
+class SpectralExtractor(Extractor):
+    name = "spectral"
+    modality = "audio"
+    config_type = SpectralConfig
+    version = "1"
+
+    def __init__(self, config: SpectralConfig):
+        super().__init__(config)
+        self.device = resolve_device(config.device) if config.backend == "torch" else torch.device("cpu")
+        self.dtype = torch.float64 if config.precision == "float64" else torch.float32
+        self._frames: dict[int, object] = {}
+        self._pool = None
+
+    @property
+    def dim(self) -> int:
+        if self.config.preset == "classic193":
+            return 193
+        return sum(frame_dims(self.config)[f] for f in self.config.features) * len(self.config.stats)
+
+    @property
+    def frame_dim(self) -> int | None:
+        return sum(frame_dims(self.config)[f] for f in self.config.features) if self.config.frames else None
+
+    def describe(self) -> dict:
+        return {"device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""), "backend": self.config.backend}
+
+    def extract(self, batch: ItemBatch) -> BatchResult:
+        if self.config.backend == "librosa":
+            results = self._librosa_results(batch.sources)
+        else:
+            results = self._torch_results(batch.sources)
+        ok = [i for i, (vec, _, err) in enumerate(results) if err is None]
+        rejects = [Reject.from_error(i, err) for i, (_, _, err) in enumerate(results) if err is not None]
+        features = np.stack([results[i][0] for i in ok]) if ok else np.zeros((0, self.dim), np.float32)
+        sequences = [results[i][1] for i in ok] if self.config.frames else None
+        return BatchResult(features.astype(np.float32), np.array(ok, np.int64), rejects, sequences)
+
+    def _librosa_results(self, paths):
+        from concurrent.futures import ProcessPoolExecutor
+
+        args = [(p, self.config) for p in paths]
+        workers = self.config.num_workers if self.config.num_workers is not None else (os.cpu_count() or 1)
+        if workers <= 1 or len(paths) < 4:
+            return [_librosa_item(a) for a in args]
+        if self._pool is None:
+            import multiprocessing
+
+            self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_warm_numba)
+        return list(self._pool.map(_librosa_item, args, chunksize=max(1, len(args) // (workers * 4))))
+
+    def _torch_results(self, paths):
+        workers = worker_count(self.config.num_workers, self.device, len(paths), self.config.batch_size)
+        loader = torch.utils.data.DataLoader(_Clips(paths, self.config), batch_size=self.config.batch_size * 4,
+                                             num_workers=workers, collate_fn=list,
+                                             prefetch_factor=2 if workers else None)
+        results = [None] * len(paths)
+        for items in loader:
+            good = [(i, d) for i, d, e in items if e is None]
+            for i, _, err in items:
+                if err is not None:
+                    results[i] = (None, None, err)
+            by_rate: dict[int, list] = {}
+            for i, (y, sr) in good:
+                by_rate.setdefault(sr, []).append((i, y))
+            for sr, clips in by_rate.items():
+                clips.sort(key=lambda c: len(c[1]))  # similar lengths batch together: less padding
+                for start in range(0, len(clips), self.config.batch_size):
+                    chunk = clips[start:start + self.config.batch_size]
+                    vectors, seqs = self._torch_batch([y for _, y in chunk], sr)
+                    for k, (i, _) in enumerate(chunk):
+                        results[i] = (vectors[k], seqs[k] if seqs else None, None)
+        return results
+
+    def _torch_batch(self, clips, sr):
+        from .frames_torch import TorchFrames
+
+        if sr not in self._frames:
+            self._frames[sr] = TorchFrames(self.config, sr, self.device, self.dtype)
+        computer = self._frames[sr]
+        with torch.inference_mode():
+            frames, mask = computer.compute(clips, self.config.features)
+            stacked = torch.cat([frames[f] for f in self.config.features], dim=1)
+            pooled = pool_torch(stacked, mask, self.config.stats, [frame_dims(self.config)[f] for f in self.config.features])
+            vectors = pooled.float().cpu().numpy()
+            seqs = None
+            if self.config.frames:
+                lengths = mask.sum(1).cpu().numpy()
+                seqs = [stacked[k, :, :n].T.float().cpu().numpy() for k, n in enumerate(lengths)]
+        return vectors, seqs
+
+
+def _warm_numba() -> None:
+    import librosa
+
+    torch.set_num_threads(1)
+    y = np.random.default_rng(0).standard_normal(4096).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        librosa.feature.chroma_stft(y=y, sr=22050, tuning=0.0)
+        librosa.feature.zero_crossing_rate(y)

@@ -1,0 +1,4 @@
+"""Image extractors."""
+from .cnn import CNNConfig, CNNExtractor
+
+__all__ = ["CNNConfig", "CNNExtractor"]

@@ -1,0 +1,130 @@
+"""``cnn``: pooled features of a frozen ImageNet CNN (EfficientNet-Lite0 by default)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import torch
+
+from ...config import cached_file_digest, check_choice, runtime_field
+from ...registry import BatchResult, Extractor, ItemBatch, Reject, register_extractor
+from ..runtime import autocast, resolve_device, resolve_dtype, worker_count
+from .decode import ImageFiles, collate, resize_crop_tensor, worker_init
+from .models import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, PooledFeatures, load_backbone
+
+
+@dataclasses.dataclass(frozen=True)
+class CNNConfig:
+    """Image features. ``model``: efficientnet_lite0 | torchvision:<name> | timm:<name>.
+
+    ``normalization``: ``weights`` (what the weights were trained with), ``imagenet`` or ``lite``
+    ((x-127)/128). ``layers``: ``penultimate`` and/or module names, each global-average-pooled
+    and concatenated. ``gpu_resize``: decode in workers, resize+crop on the device (auto: on CUDA).
+    """
+
+    model: str = "efficientnet_lite0"
+    layers: tuple[str, ...] = ("penultimate",)
+    normalization: str = "weights"
+    image_size: int | None = None
+    resize: int | None = None
+    flip_tta: bool = False
+    precision: str = "auto"
+    weights: str | None = runtime_field(None)
+    batch_size: int = runtime_field(64)
+    num_workers: int | None = runtime_field(None)
+    device: str = runtime_field("auto")
+    gpu_resize: bool | None = runtime_field(None)
+    compile: bool = runtime_field(False)
+
+    def __post_init__(self):
+        check_choice("normalization", self.normalization, ("weights", "imagenet", "lite"))
+        check_choice("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        check_choice("device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
+        if not self.layers:
+            raise ValueError("layers must name at least one layer (e.g. penultimate)")
+        for name, value in (("batch_size", self.batch_size), ("image_size", self.image_size), ("resize", self.resize)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError("num_workers must be >= 0")
+
+
+@register_extractor
+class CNNExtractor(Extractor):
+    name = "cnn"
+    modality = "image"
+    config_type = CNNConfig
+    version = "1"
+
+    def __init__(self, config: CNNConfig):
+        super().__init__(config)
+        backbone = load_backbone(config.model, config.weights)
+        self._weights_sha = cached_file_digest(backbone.weights_path)
+        data = backbone.data
+        self.crop = config.image_size or data.crop
+        self.resize = config.resize or (data.resize if config.image_size is None else round(self.crop / 0.875))
+        self.interpolation = data.interpolation
+        mean, std = {"weights": (data.mean, data.std), "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+                     "lite": (LITE_MEAN, LITE_STD)}[config.normalization]
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.precision, self.device)
+        self.net = PooledFeatures(backbone.model, config.layers).to(self.device)
+        if self.device.type == "cuda":
+            self.net = self.net.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
+        self.forward = torch.compile(self.net) if config.compile else self.net
+        self.gpu_resize = config.gpu_resize if config.gpu_resize is not None else self.device.type == "cuda"
+        with torch.inference_mode():
+            self._dim = int(self.net(torch.zeros(1, 3, self.crop, self.crop, device=self.device)).shape[1])
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def weights_sha256(self) -> str:
+        return self._weights_sha
+
+    def describe(self) -> dict:
+        return {"device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""), "crop": self.crop,
+                "resize": self.resize, "interpolation": self.interpolation}
+
+    def _normalize(self, images) -> torch.Tensor:
+        if self.gpu_resize:
+            images = [t.to(self.device, non_blocking=True) for t in images]
+            x = resize_crop_tensor(images, self.resize, self.crop, self.interpolation)
+        else:
+            x = images.to(self.device, non_blocking=True).float()
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Features of a normalized float batch (N, 3, crop, crop)."""
+        with torch.inference_mode(), autocast(self.device, self.dtype):
+            f = self.forward(x).float()
+            if self.config.flip_tta:
+                f = (f + self.forward(x.flip(-1)).float()) / 2
+        return f
+
+    def extract(self, batch: ItemBatch) -> BatchResult:
+        n = len(batch)
+        workers = worker_count(self.config.num_workers, self.device, n, self.config.batch_size)
+        loader = torch.utils.data.DataLoader(
+            ImageFiles(batch.sources, self.resize, self.crop, self.interpolation, not self.gpu_resize),
+            batch_size=self.config.batch_size, num_workers=workers, collate_fn=collate,
+            worker_init_fn=worker_init if workers else None, pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if workers else None, persistent_workers=False)
+        features = np.zeros((n, self.dim), np.float32)
+        ok = np.zeros(n, bool)
+        rejects: list[Reject] = []
+        for index, images, bad in loader:
+            rejects.extend(Reject.from_error(i, err) for i, err in bad)
+            if len(index):
+                features[index.numpy()] = self.embed(self._normalize(images)).cpu().numpy()
+                ok[index.numpy()] = True
+        keep = np.flatnonzero(ok)
+        return BatchResult(features[keep], keep, sorted(rejects, key=lambda r: r.index))

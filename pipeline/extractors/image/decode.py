@@ -1,0 +1,117 @@
+"""Image decoding in DataLoader workers: Pillow, EXIF orientation, any mode to RGB, bad files to rejects."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from ...errors import BadInput
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # truncation is an error, never grey pixels
+_PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+def worker_init(_: int = 0) -> None:
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+    torch.set_num_threads(1)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Palette, alpha, CMYK, grayscale and 16-bit images to 8-bit RGB (alpha composited on white)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("LA", "PA", "La"):
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "RGBa"):
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img.convert("RGBA"))
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return img
+
+
+def decode(path: str, draft_size: int) -> Image.Image:
+    """Open, draft-decode (JPEG at reduced scale when much larger than needed), orient, to RGB."""
+    try:
+        with Image.open(path) as img:
+            if img.format == "JPEG":
+                img.draft("RGB", (draft_size, draft_size))
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return to_rgb(img)
+    except FileNotFoundError:
+        raise BadInput("missing_file", f"{path} does not exist") from None
+    except UnidentifiedImageError as exc:
+        import os
+
+        if os.path.exists(path) and os.path.getsize(path) == 0:
+            raise BadInput("empty_file", "zero-byte file") from None
+        raise BadInput("not_an_image", str(exc)) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadInput("decompression_bomb", str(exc)) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports truncated or corrupt data as OSError/SyntaxError/EOFError, bad modes as ValueError.
+        reason = "truncated" if "truncated" in str(exc) else "corrupt_image"
+        raise BadInput(reason, f"{type(exc).__name__}: {exc}") from None
+
+
+def resize_crop_pil(img: Image.Image, resize: int, crop: int, interpolation: str) -> torch.Tensor:
+    """Resize the shorter side to ``resize``, center-crop ``crop``; uint8 CHW tensor."""
+    w, h = img.size
+    scale = resize / min(w, h)
+    size = (max(crop, round(w * scale)), max(crop, round(h * scale)))
+    img = img.resize(size, _PIL_FILTERS[interpolation])
+    left, top = (size[0] - crop) // 2, (size[1] - crop) // 2
+    img = img.crop((left, top, left + crop, top + crop))
+    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Decodes one path per item; a bad file yields its reject instead of an image."""
+
+    def __init__(self, paths: list[str], resize: int, crop: int, interpolation: str, resize_in_worker: bool):
+        self.paths, self.resize, self.crop = paths, resize, crop
+        self.interpolation, self.resize_in_worker = interpolation, resize_in_worker
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            img = decode(self.paths[i], self.resize)
+        except BadInput as err:
+            return i, None, err
+        if self.resize_in_worker:
+            return i, resize_crop_pil(img, self.resize, self.crop, self.interpolation), None
+        return i, torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1), None
+
+
+def collate(items):
+    """Keep the good images apart from the rejects; stack when sizes agree."""
+    good = [(i, t) for i, t, e in items if e is None]
+    bad = [(i, e) for i, t, e in items if e is not None]
+    index = torch.tensor([i for i, _ in good], dtype=torch.int64)
+    tensors = [t for _, t in good]
+    if tensors and all(t.shape == tensors[0].shape for t in tensors):
+        return index, torch.stack(tensors), bad
+    return index, tensors, bad
+
+
+def resize_crop_tensor(images: list[torch.Tensor], resize: int, crop: int, interpolation: str) -> torch.Tensor:
+    """The same resize + center crop on uint8 CHW tensors, on whatever device they are on."""
+    out = []
+    for t in images:
+        h, w = t.shape[-2:]
+        scale = resize / min(h, w)
+        size = (max(crop, round(h * scale)), max(crop, round(w * scale)))
+        x = F.interpolate(t[None].float(), size=size, mode=interpolation, antialias=True, align_corners=False)
+        top, left = (size[0] - crop) // 2, (size[1] - crop) // 2
+        out.append(x[0, :, top:top + crop, left:left + crop])
+    return torch.stack(out).clamp_(0, 255)

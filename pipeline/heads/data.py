@@ -1,0 +1,114 @@
+"""Training data for heads: feature sets joined on id, labels, and leak-free splits."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import MmfeatError
+from ..store import FeatureSet, feature_matrix
+
+
+@dataclasses.dataclass
+class Split:
+    x: np.ndarray
+    y: np.ndarray  # int class indices
+    ids: np.ndarray
+
+
+@dataclasses.dataclass
+class HeadData:
+    train: Split
+    val: Split
+    test: Split
+    classes: list[str]
+    report: dict  # counts of what was joined, dropped and why
+
+
+def joined_table(sets: list[FeatureSet], missing: str) -> tuple[pa.Table, np.ndarray, dict]:
+    """Join feature sets on id; returns (id/label/split table, concatenated features, report)."""
+    names = {}
+    for fs in sets:
+        key = (fs.manifest["dataset"], fs.manifest["extractor"])
+        if key in names and names[key] != fs.config_id:
+            raise MmfeatError(f"feature sets with mixed config_ids: {names[key]} and {fs.config_id} of {key[0]}/{key[1]}")
+        names[key] = fs.config_id
+    tables = [fs.table(columns=["id", "label", "split", "features"]) for fs in sets]
+    common = set(tables[0]["id"].to_pylist())
+    union = set(common)
+    for t in tables[1:]:
+        ids = set(t["id"].to_pylist())
+        common &= ids
+        union |= ids
+    report = {"rows_per_set": [t.num_rows for t in tables], "joined": len(common),
+              "missing_from_some_set": len(union - common), "missing_policy": missing}
+    if missing == "error" and union != common:
+        raise MmfeatError(f"{len(union - common)} ids are missing from some feature set "
+                          f"(e.g. {sorted(union - common)[:5]}); use missing=drop to train on the intersection")
+    order = np.array(sorted(common), dtype=object)
+    base, parts = None, []
+    for t in tables:
+        index = {v: i for i, v in enumerate(t["id"].to_pylist())}
+        rows = pa.array([index[i] for i in order], pa.int64())
+        sub = t.take(rows)
+        parts.append(feature_matrix(sub["features"]))
+        if base is None:
+            base = sub.select(["id", "label", "split"])
+        elif not sub["split"].equals(base["split"]):
+            a, b = base["split"].to_pylist(), sub["split"].to_pylist()
+            bad = [order[i] for i in range(len(a)) if a[i] != b[i]][:5]
+            raise MmfeatError(f"feature sets disagree on the split of ids {bad}: that would leak between splits")
+    return base, np.concatenate(parts, axis=1), report
+
+
+def _stratified(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Mask choosing ``fraction`` of each class (at least one when the class has two or more)."""
+    mask = np.zeros(len(y), bool)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        k = int(round(len(idx) * fraction))
+        k = min(max(k, 1 if len(idx) >= 2 else 0), len(idx) - 1)
+        mask[rng.permutation(idx)[:k]] = True
+    return mask
+
+
+def load_head_data(sets: list[FeatureSet], seed: int, val_fraction: float, test_fraction: float,
+                   missing: str = "drop") -> HeadData:
+    table, x, report = joined_table(sets, missing)
+    labels = np.array(table["label"].to_pylist(), dtype=object)
+    splits = np.array(table["split"].to_pylist(), dtype=object)
+    ids = np.array(table["id"].to_pylist(), dtype=object)
+    has_label = np.array([v is not None for v in labels])
+    report["unlabelled_dropped"] = int((~has_label).sum())
+    if not has_label.any():
+        raise MmfeatError("no labelled rows: the feature sets carry no 'label' values")
+    x, labels, splits, ids = x[has_label], labels[has_label], splits[has_label], ids[has_label]
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        raise MmfeatError(f"a single class ({classes[0]!r}): a classifier needs at least two")
+    y = np.searchsorted(np.array(classes, dtype=object), labels).astype(np.int64)
+    rng = np.random.default_rng(seed)
+    if any(s is not None for s in splits):
+        report["split_source"] = "split column"
+        report["no_split_dropped"] = int(sum(s is None for s in splits))
+        if not (splits == "test").any():
+            raise MmfeatError("the split column has no 'test' rows: metrics must come from held-out data")
+        if not (splits == "val").any():
+            train_idx = np.flatnonzero(splits == "train")
+            carve = _stratified(y[train_idx], val_fraction, rng)
+            splits = splits.copy()
+            splits[train_idx[carve]] = "val"
+            report["val_carved_from_train"] = int(carve.sum())
+    else:
+        report["split_source"] = f"stratified random (seed {seed})"
+        splits = np.full(len(y), "train", dtype=object)
+        test = _stratified(y, test_fraction, rng)
+        splits[test] = "test"
+        rest = np.flatnonzero(~test)
+        splits[rest[_stratified(y[rest], val_fraction / (1 - test_fraction), rng)]] = "val"
+    parts = {s: Split(x[splits == s], y[splits == s], ids[splits == s]) for s in ("train", "val", "test")}
+    if len(np.unique(parts["train"].y)) < 2:
+        raise MmfeatError("the train split holds fewer than two classes")
+    report["sizes"] = {s: len(p.y) for s, p in parts.items()}
+    return HeadData(parts["train"], parts["val"], parts["test"], classes, report)

@@ -1,0 +1,163 @@
+"""Datasets: manifests (CSV, JSONL, Parquet) or folder layouts, held as Arrow tables.
+
+A dataset table has columns ``id``, ``source`` (a path relative to the root, or the text itself),
+``label`` and ``split`` (nullable strings). Paths are resolved and checked only when items are
+about to be read (``resolve_paths``), so a manifest of millions of rows costs no file-system calls.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import BadInput, MmfeatError
+from .store.catalog import check_name
+
+SPLITS = ("train", "val", "test")
+_SPLIT_ALIASES = {"validation": "val", "valid": "val", "dev": "val"}
+_TRAVERSAL = r"(^|[/\\])\.\.([/\\]|$)"
+
+
+@dataclasses.dataclass
+class Dataset:
+    """A dataset: its name, root directory, and the item table."""
+
+    name: str
+    root: str
+    table: pa.Table
+    kind: str  # "path" or "text"
+    allow_absolute: bool = False
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+
+def load_dataset(source: str, name: str | None = None, allow_absolute: bool = False) -> Dataset:
+    """Load a manifest file or a folder layout ``root/[<split>/]<label>/<file>``."""
+    if not os.path.exists(source):
+        raise MmfeatError(f"dataset source not found: {source}")
+    if os.path.isdir(source):
+        root, table = os.path.abspath(source), _scan_folder(source)
+        default = os.path.basename(os.path.normpath(root))
+    else:
+        root, table = os.path.dirname(os.path.abspath(source)), _read_manifest(source)
+        default = os.path.splitext(os.path.basename(source))[0]
+    kind = "text" if "text" in table.column_names and "path" not in table.column_names else "path"
+    table = _normalize(table, kind, source)
+    return Dataset(check_name("dataset", name or default), root, table, kind, allow_absolute)
+
+
+def _read_manifest(path: str) -> pa.Table:
+    lower = path.lower()
+    try:
+        if lower.endswith(".csv"):
+            import pyarrow.csv as pcsv
+
+            strings = {c: pa.string() for c in ("id", "path", "text", "label", "split")}
+            return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(column_types=strings))
+        if lower.endswith((".jsonl", ".ndjson", ".json")):
+            import pyarrow.json as pjson
+
+            return pjson.read_json(path)
+        if lower.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise MmfeatError(f"cannot read manifest {path}: {exc}") from None
+    raise MmfeatError(f"unsupported manifest {path}: use .csv, .jsonl or .parquet, or a folder")
+
+
+def _scan_folder(root: str) -> pa.Table:
+    top = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    has_splits = bool(top) and all(_SPLIT_ALIASES.get(d, d) in SPLITS for d in top)
+    rel_paths, labels, splits = [], [], []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        parts = os.path.relpath(dirpath, root).split(os.sep)
+        depth = 0 if parts == ["."] else len(parts)
+        if depth != (2 if has_splits else 1):
+            continue
+        for fname in sorted(f for f in filenames if not f.startswith(".")):
+            rel_paths.append("/".join(parts + [fname]))
+            labels.append(parts[-1])
+            splits.append(_SPLIT_ALIASES.get(parts[0], parts[0]) if has_splits else None)
+    if not rel_paths:
+        raise MmfeatError(f"no files found in {root}: expected root/<label>/<file> or root/<split>/<label>/<file>")
+    return pa.table({"id": rel_paths, "path": rel_paths, "label": labels, "split": pa.array(splits, pa.string())})
+
+
+def _normalize(table: pa.Table, kind: str, where: str) -> pa.Table:
+    cols = table.column_names
+    if "id" not in cols or ("path" not in cols and "text" not in cols):
+        raise MmfeatError(f"{where}: a manifest needs an 'id' column and a 'path' or 'text' column; has {cols}")
+    ids = pc.cast(table["id"], pa.string())
+    if ids.null_count:
+        raise MmfeatError(f"{where}: {ids.null_count} row(s) have no id")
+    counts = pc.value_counts(ids)
+    dupes = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
+    if len(dupes):
+        shown = ", ".join(dupes[:10].to_pylist())
+        raise MmfeatError(f"{where}: duplicate ids ({len(dupes)}): {shown}")
+    source = pc.cast(table["path" if kind == "path" else "text"], pa.string())
+    columns = {"id": ids, "source": source}
+    for col in ("label", "split"):
+        columns[col] = pc.cast(table[col], pa.string()) if col in cols else pa.nulls(len(table), pa.string())
+    if "split" in cols:
+        columns["split"] = _canonical_splits(columns["split"], where)
+    return pa.table(columns)
+
+
+def _canonical_splits(splits: pa.ChunkedArray, where: str) -> pa.ChunkedArray:
+    for alias, canonical in _SPLIT_ALIASES.items():
+        splits = pc.if_else(pc.equal(splits, alias), canonical, splits)
+    bad = pc.unique(splits.filter(pc.invert(pc.is_in(splits, pa.array(SPLITS)))).drop_null()).to_pylist()
+    if bad:
+        raise MmfeatError(f"{where}: unknown split value(s) {bad}; use {', '.join(SPLITS)}")
+    return splits
+
+
+def resolve_paths(dataset: Dataset, rel: list[str]) -> tuple[list[str | None], dict[int, BadInput]]:
+    """Map manifest paths to absolute ones inside the root; unsafe ones become rejects.
+
+    Refused before anything is opened: absolute paths (unless ``allow_absolute``), ``..``
+    components, and symlinks whose target leaves the dataset root.
+    """
+    root_real = os.path.realpath(dataset.root)
+    out: list[str | None] = []
+    bad: dict[int, BadInput] = {}
+    for i, p in enumerate(rel):
+        if p is None or p == "":
+            bad[i] = BadInput("missing_path", "no path given", stage="resolve")
+        elif re.search(_TRAVERSAL, p):
+            bad[i] = BadInput("unsafe_path", f"'..' in path {p!r}", stage="resolve")
+        elif os.path.isabs(p) and not dataset.allow_absolute:
+            bad[i] = BadInput("unsafe_path", f"absolute path {p!r} (pass allow_absolute to permit)", stage="resolve")
+        else:
+            full = p if os.path.isabs(p) else os.path.join(dataset.root, p)
+            real = os.path.realpath(full)
+            inside = os.path.commonpath([real, root_real]) == root_real
+            if not inside and not (os.path.isabs(p) and dataset.allow_absolute):
+                bad[i] = BadInput("unsafe_path", f"{p!r} leaves the dataset root through a symlink", stage="resolve")
+            else:
+                out.append(full)
+                continue
+        out.append(None)
+    return out, bad
+
+
+def text_hash(texts: list[str | None]) -> list[str | None]:
+    """The ``source`` of a text item: a short sha256 of the text, not the text itself."""
+    import hashlib
+
+    return [None if t is None else "sha256:" + hashlib.sha256(t.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+            for t in texts]
+
+
+def sorted_ids(table: pa.Table) -> np.ndarray:
+    """Row indices of ``table`` in id order (shards are planned on sorted ids)."""
+    return pc.sort_indices(table, sort_keys=[("id", "ascending")]).to_numpy()

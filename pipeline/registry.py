@@ -1,0 +1,155 @@
+"""The extractor extension point: a small protocol plus a name registry.
+
+A new extractor is one module with a class like this, decorated with ``@register_extractor``::
+
+    @register_extractor
+    class MyExtractor(Extractor):
+        name = "my"
+        modality = "image"
+        config_type = MyConfig          # frozen dataclass, validated in __post_init__
+        def __init__(self, config): ...
+        @property
+        def dim(self) -> int: ...
+        def extract(self, batch: ItemBatch) -> BatchResult: ...
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from .config import apply_overrides, config_id
+from .errors import BadInput, UnknownName
+
+MODALITIES = ("image", "text", "audio")
+DEFAULT_EXTRACTOR = {"image": "cnn", "text": "bert", "audio": "spectral"}
+# Built-in extractors live in modules imported on first lookup, so `import pipeline` stays light.
+_BUILTIN_MODULES = ("pipeline.extractors.image", "pipeline.extractors.text_bert",
+                    "pipeline.extractors.text_word2vec", "pipeline.extractors.audio")
+_REGISTRY: dict[str, type["Extractor"]] = {}
+
+
+@dataclasses.dataclass
+class ItemBatch:
+    """Items handed to an extractor: ``ids`` and ``sources``: absolute paths, or texts when ``kind == "text"``."""
+
+    ids: list[str]
+    sources: list[str | None]
+    kind: str = "path"
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclasses.dataclass
+class Reject:
+    index: int
+    reason: str
+    message: str
+    stage: str = "decode"
+
+    @classmethod
+    def from_error(cls, index: int, err: BadInput) -> "Reject":
+        return cls(index, err.reason, err.message, err.stage)
+
+
+@dataclasses.dataclass
+class BatchResult:
+    """Features of the accepted items (``ok`` indexes into the batch) and the rejects."""
+
+    features: np.ndarray  # float32 (len(ok), dim)
+    ok: np.ndarray  # int64 indices into the batch
+    rejects: list[Reject]
+    sequences: list[np.ndarray] | None = None  # optional frame-level (t, d) arrays, aligned with ok
+
+    def __post_init__(self):
+        n = len(self.ok)
+        if self.features.dtype != np.float32 or self.features.ndim != 2 or self.features.shape[0] != n:
+            raise TypeError(f"features must be float32 (n_ok, dim); got {self.features.dtype} {self.features.shape}")
+
+
+class Extractor:
+    """Base class of feature extractors (see module docstring)."""
+
+    name: ClassVar[str]
+    modality: ClassVar[str]
+    config_type: ClassVar[type]
+    version: ClassVar[str] = "1"
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    @property
+    def dim(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def weights_sha256(self) -> str | None:
+        """sha256 of the weights behind the features (None when there are none)."""
+        return None
+
+    @property
+    def config_id(self) -> str:
+        return config_id(self.name, self.config, self.weights_sha256)
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance beyond the config (device, dtype, weights source)."""
+        return {}
+
+    def extract(self, batch: ItemBatch) -> BatchResult:
+        raise NotImplementedError
+
+    def fit(self, corpus: Callable[[], Any], state_dir: str | None) -> None:
+        """Optional: learn from the whole dataset before extraction (e.g. Word2Vec).
+
+        ``corpus`` returns a fresh iterator of sources; ``state_dir`` is where learned
+        weights are saved/loaded so later runs reuse them.
+        """
+
+
+def register_extractor(cls: type[Extractor]) -> type[Extractor]:
+    """Class decorator adding an extractor to the registry under ``cls.name``."""
+    if cls.modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}; got {cls.modality!r}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_builtins() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def list_extractors(modality: str | None = None) -> list[str]:
+    _load_builtins()
+    return sorted(n for n, c in _REGISTRY.items() if modality in (None, c.modality))
+
+
+def extractor_class(name: str) -> type[Extractor]:
+    _load_builtins()
+    if name not in _REGISTRY:
+        raise UnknownName(f"unknown extractor {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def create_extractor(name: str, overrides: dict[str, Any] | None = None, **kwargs: Any) -> Extractor:
+    """Instantiate a registered extractor from config overrides (strings are coerced)."""
+    cls = extractor_class(name)
+    return cls(apply_overrides(cls.config_type, {**(overrides or {}), **kwargs}))
+
+
+_CACHE: dict[tuple[str, str], Extractor] = {}
+
+
+def cached_extractor(name: str, overrides: dict[str, Any] | None = None) -> Extractor:
+    """Like ``create_extractor`` but loads each (name, config) once per process (workers reuse models)."""
+    from .config import canonical_json
+
+    cls = extractor_class(name)
+    config = apply_overrides(cls.config_type, overrides)
+    key = (name, canonical_json(config))
+    if key not in _CACHE:
+        _CACHE[key] = cls(config)
+    return _CACHE[key]

@@ -1,0 +1,54 @@
+"""Filesystem helpers over pyarrow filesystems (local paths and URLs such as s3://)."""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import Any
+
+import pyarrow.fs as pafs
+
+
+def open_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
+    """Return (filesystem, path) for a local path or a pyarrow/fsspec-style URL."""
+    if "://" in root:
+        fs, path = pafs.FileSystem.from_uri(root)
+        return fs, path.rstrip("/")
+    return pafs.LocalFileSystem(), os.path.abspath(root)
+
+
+def join(*parts: str) -> str:
+    return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts))
+
+
+def exists(fs: pafs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def list_names(fs: pafs.FileSystem, path: str, kind: pafs.FileType | None = None) -> list[str]:
+    """Names (not paths) directly under ``path``; empty when it does not exist."""
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return sorted(i.base_name for i in infos if kind is None or i.type == kind)
+
+
+def staging_path(directory: str, suffix: str) -> str:
+    """A hidden, unique name in ``directory``: readers never look at dot-files."""
+    return join(directory, f".staging-{uuid.uuid4().hex}{suffix}")
+
+
+def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    directory = path.rsplit("/", 1)[0]
+    fs.create_dir(directory, recursive=True)
+    tmp = staging_path(directory, ".tmp")
+    with fs.open_output_stream(tmp) as out:
+        out.write(data)
+    fs.move(tmp, path)
+
+
+def write_json_atomic(fs: pafs.FileSystem, path: str, obj: Any) -> None:
+    write_bytes_atomic(fs, path, json.dumps(obj, indent=1, sort_keys=True).encode("utf-8"))
+
+
+def read_json(fs: pafs.FileSystem, path: str) -> Any:
+    with fs.open_input_stream(path) as f:
+        return json.loads(f.read().decode("utf-8"))

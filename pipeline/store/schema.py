@@ -1,0 +1,78 @@
+"""Arrow schemas of feature and reject tables, and the provenance carried in every file."""
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import StoreError
+
+PROVENANCE_KEY = b"mmfeat.provenance"
+FORMAT_VERSION = 1
+_VERSIONED = ("mmfeat", "torch", "transformers", "librosa", "gensim", "pyarrow", "numpy")
+_REQUIRED = {"format": int, "dataset": str, "extractor": str, "extractor_version": str,
+             "config": dict, "config_id": str, "weights_sha256": (str, type(None)), "dim": int,
+             "versions": dict, "created": str}
+
+REJECT_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("stage", pa.string()),
+                           ("reason", pa.string()), ("message", pa.string())])
+
+
+def feature_schema(dim: int, frame_dim: int | None = None) -> pa.Schema:
+    """id, label, split, source, features (fixed_size_list<float32>[dim]) and optional frames."""
+    fields = [pa.field("id", pa.string(), nullable=False), pa.field("label", pa.string()),
+              pa.field("split", pa.string()), pa.field("source", pa.string()),
+              pa.field("features", pa.list_(pa.float32(), dim), nullable=False)]
+    if frame_dim:
+        fields.append(pa.field("frames", pa.list_(pa.list_(pa.float32(), frame_dim))))
+    return pa.schema(fields)
+
+
+def library_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def make_provenance(dataset: str, extractor: Any, frame_dim: int | None = None) -> dict[str, Any]:
+    """Everything needed to tell where a feature set came from (no pickles, JSON only)."""
+    import dataclasses
+
+    return {"format": FORMAT_VERSION, "dataset": dataset, "extractor": extractor.name,
+            "extractor_version": extractor.version, "modality": extractor.modality,
+            "config": dataclasses.asdict(extractor.config), "config_id": extractor.config_id,
+            "weights_sha256": extractor.weights_sha256, "dim": int(extractor.dim), "frame_dim": frame_dim,
+            "runtime": extractor.describe(), "versions": library_versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def validate_provenance(obj: Any, where: str) -> dict[str, Any]:
+    """Check parsed provenance JSON field by field; raise StoreError naming ``where``."""
+    if not isinstance(obj, dict):
+        raise StoreError(f"{where}: provenance is not a JSON object")
+    for key, kind in _REQUIRED.items():
+        if key not in obj or not isinstance(obj[key], kind):
+            raise StoreError(f"{where}: provenance field {key!r} missing or of the wrong type")
+    if obj["format"] > FORMAT_VERSION:
+        raise StoreError(f"{where}: written by a newer mmfeat (format {obj['format']}); upgrade mmfeat")
+    if len(obj["config_id"]) != 64 or any(c not in "0123456789abcdef" for c in obj["config_id"]):
+        raise StoreError(f"{where}: config_id is not a sha256 hex digest")
+    return obj
+
+
+def parse_provenance(raw: bytes | None, where: str) -> dict[str, Any]:
+    if raw is None:
+        raise StoreError(f"{where}: no mmfeat provenance in the file metadata")
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StoreError(f"{where}: provenance is not valid JSON ({exc})") from None
+    return validate_provenance(obj, where)
