@@ -64,13 +64,8 @@ class Shard:
     rows: np.ndarray  # row indices into the dataset table
 
 
-_JOBS: dict[JobSpec, Job] = {}
-
-
 def open_job(spec: JobSpec) -> Job:
-    """Load the dataset and the extractor (once per process) and open the feature set."""
-    if spec in _JOBS:
-        return _JOBS[spec]
+    """Load the dataset, the extractor (its model once per process) and open the feature set."""
     dataset = load_dataset(spec.source, spec.dataset, spec.allow_absolute)
     extractor = cached_extractor(spec.extractor, dict(spec.overrides))
     store = FeatureStore(spec.store)
@@ -79,8 +74,7 @@ def open_job(spec: JobSpec) -> Job:
                              f"{spec.extractor}-{sha256_text(canonical_json(extractor.config))[:12]}")
         extractor.fit_corpus(dataset, state)
     feature_set = store.create(make_provenance(dataset.name, extractor, getattr(extractor, "frame_dim", None)))
-    _JOBS[spec] = Job(spec, dataset, extractor, feature_set)
-    return _JOBS[spec]
+    return Job(spec, dataset, extractor, feature_set)
 
 
 def plan_shards(job: Job, shard_size: int = DEFAULT_SHARD_SIZE) -> list[Shard]:

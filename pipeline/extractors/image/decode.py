@@ -15,8 +15,7 @@ _PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampli
 
 
 def worker_init(_: int = 0) -> None:
-    warnings.simplefilter("error", Image.DecompressionBombWarning)
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # decode workers must not compete with the model's threads
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -40,12 +39,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def decode(path: str, draft_size: int) -> Image.Image:
     """Open, draft-decode (JPEG at reduced scale when much larger than needed), orient, to RGB."""
     try:
-        with Image.open(path) as img:
-            if img.format == "JPEG":
-                img.draft("RGB", (draft_size, draft_size))
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.format == "JPEG":
+                    img.draft("RGB", (draft_size, draft_size))
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return to_rgb(img)
     except FileNotFoundError:
         raise BadInput("missing_file", f"{path} does not exist") from None
     except UnidentifiedImageError as exc:

@@ -1,0 +1,75 @@
+import os
+
+import pytest
+
+from helpers import write_text_manifest
+from pipeline.errors import MmfeatError
+from pipeline.extract import extract
+from pipeline.inputs import load_dataset, resolve_paths
+from pipeline.store import FeatureStore
+
+
+def _files(tmp_path):
+    root = tmp_path / "data"
+    (root / "cats").mkdir(parents=True)
+    (root / "cats" / "a.txt").write_text("a cat text")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("secret")
+    os.symlink(outside, root / "cats" / "link.txt")
+    return root
+
+
+def test_traversal_absolute_and_escaping_symlinks_refused(tmp_path, store):
+    root = _files(tmp_path)
+    manifest = root / "m.csv"
+    manifest.write_text("id,path\nok,cats/a.txt\ndots,../secret.txt\nabs,%s\nlink,cats/link.txt\n" % (tmp_path / "secret.txt"))
+    ds = load_dataset(str(manifest))
+    paths, bad = resolve_paths(ds, ds.table["source"].to_pylist())
+    assert paths[0] == str(root / "cats" / "a.txt")
+    assert {i: b.reason for i, b in bad.items()} == {1: "unsafe_path", 2: "unsafe_path", 3: "unsafe_path"}
+    s = extract(str(manifest), "text", "word2vec", {"min_count": "1"}, store=store)
+    rejects = FeatureStore(store).resolve(s["feature_set"]).rejects()
+    assert sorted(rejects["id"].to_pylist()) == ["abs", "dots", "link"]
+    assert set(rejects["stage"].to_pylist()) == {"resolve"}
+    allowed = load_dataset(str(manifest), allow_absolute=True)
+    assert 2 not in resolve_paths(allowed, allowed.table["source"].to_pylist())[1]
+
+
+def test_duplicate_ids_are_named(tmp_path):
+    m = tmp_path / "m.csv"
+    m.write_text("id,text\nx,one\ny,two\nx,three\n")
+    with pytest.raises(MmfeatError, match="duplicate ids.*x"):
+        load_dataset(str(m))
+
+
+def test_folder_layouts_with_and_without_splits(tmp_path):
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            d = tmp_path / "s" / split / label
+            d.mkdir(parents=True)
+            (d / f"{split}{label}.txt").write_text("x")
+    ds = load_dataset(str(tmp_path / "s"))
+    assert sorted(ds.table["split"].to_pylist()) == ["test", "test", "train", "train"]
+    assert sorted(ds.table["label"].to_pylist()) == ["a", "a", "b", "b"]
+    flat = load_dataset(str(tmp_path / "s" / "train"), name="flat")
+    assert flat.table["split"].null_count == 2 and flat.name == "flat"
+
+
+def test_manifest_formats_agree(tmp_path):
+    import pyarrow.json as pj
+    import pyarrow.parquet as pq
+
+    jsonl = write_text_manifest(str(tmp_path / "m.jsonl"), 5)
+    pq.write_table(pj.read_json(jsonl), str(tmp_path / "m.parquet"))
+    a, b = load_dataset(jsonl), load_dataset(str(tmp_path / "m.parquet"))
+    assert a.table.equals(b.table) and a.kind == b.kind == "text"
+
+
+def test_bad_split_values_and_missing_columns(tmp_path):
+    m = tmp_path / "m.csv"
+    m.write_text("id,text,split\nx,one,holdout\n")
+    with pytest.raises(MmfeatError, match="unknown split"):
+        load_dataset(str(m))
+    m.write_text("name,text\nx,one\n")
+    with pytest.raises(MmfeatError, match="'id' column"):
+        load_dataset(str(m))
