@@ -1,0 +1,107 @@
+import warnings
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from pipeline.extractors.audio.frames_librosa import librosa_frames
+from pipeline.extractors.audio.frames_torch import TorchFrames
+from pipeline.extractors.audio.spectral import SpectralConfig, SpectralExtractor
+from pipeline.registry import ItemBatch
+
+SR = 22050
+# Relative error ||torch - librosa|| / ||librosa|| per feature, frame by frame.
+TOL = {"float64": 1e-4, "float32": 1e-3}
+
+
+def signals():
+    rng = np.random.default_rng(0)
+    t = np.arange(int(0.8 * SR)) / SR
+    vowel = sum(np.sin(2 * np.pi * f * t) / (k + 1) for k, f in enumerate((140, 280, 700, 1200, 2600)))
+    speechy = vowel * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) + rng.normal(0, 0.01, len(t))
+    tonal = 0.4 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 660 * t) + rng.normal(0, 1e-3, len(t))
+    return {"speech-like": speechy, "tonal": tonal, "noise": rng.normal(0, 0.2, int(1.3 * SR)),
+            "silence": np.zeros(SR // 2), "very short": rng.normal(0, 0.1, 700)}
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_torch_backend_matches_librosa(precision):
+    cfg = SpectralConfig(precision=precision)
+    dtype = torch.float64 if precision == "float64" else torch.float32
+    clips = {k: v.astype(np.float64 if precision == "float64" else np.float32) for k, v in signals().items()}
+    frames, mask = TorchFrames(cfg, SR, torch.device("cpu"), dtype).compute(list(clips.values()), cfg.features)
+    for k, (name, y) in enumerate(clips.items()):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = librosa_frames(y, SR, cfg, cfg.features)
+        n = int(mask[k].sum())
+        for feature in cfg.features:
+            ours, theirs = frames[feature][k, :, :n].numpy(), ref[feature]
+            assert ours.shape == theirs.shape, (name, feature)
+            err = np.linalg.norm(ours - theirs) / max(np.linalg.norm(theirs), 1e-12)
+            assert err <= TOL[precision], (name, feature, err)
+
+
+def test_pooled_vectors_agree_between_backends(tmp_path):
+    paths = []
+    for i, (name, y) in enumerate(signals().items()):
+        path = tmp_path / f"{i}.wav"
+        sf.write(path, y.astype(np.float32), [SR, 16000, 44100, 8000, SR][i], subtype="FLOAT")
+        paths.append(str(path))
+    batch = ItemBatch([str(i) for i in range(len(paths))], paths)
+    stats = ("mean", "std", "min", "max", "p50")
+    a = SpectralExtractor(SpectralConfig(backend="torch", stats=stats, precision="float64")).extract(batch)
+    b = SpectralExtractor(SpectralConfig(backend="librosa", stats=stats, precision="float64", num_workers=0)).extract(batch)
+    assert list(a.ok) == list(b.ok) == list(range(len(paths)))
+    err = np.linalg.norm(a.features - b.features, axis=1) / np.linalg.norm(b.features, axis=1)
+    assert err.max() < 1e-4
+
+
+def test_bad_clips_are_rejected_with_reasons(tmp_path):
+    y = np.random.default_rng(1).normal(0, 0.1, 8000).astype(np.float32)
+    sf.write(tmp_path / "ok.wav", y, 16000)
+    data = (tmp_path / "ok.wav").read_bytes()
+    (tmp_path / "trunc.wav").write_bytes(data[: len(data) // 2])
+    sf.write(tmp_path / "header.wav", np.zeros(0, np.float32), 16000)  # a header and no samples
+    (tmp_path / "zero.wav").write_bytes(b"")
+    (tmp_path / "junk.wav").write_bytes(b"RIFX" + b"\0" * 100)
+    nan = y.copy()
+    nan[5] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")
+    sf.write(tmp_path / "silent.wav", np.zeros(8000, np.float32), 16000)
+    names = ["ok", "trunc", "header", "zero", "junk", "nan", "silent"]
+    paths = [str(tmp_path / f"{n}.wav") for n in names]
+    r = SpectralExtractor(SpectralConfig(reject_silence=True)).extract(ItemBatch(names, paths))
+    assert list(r.ok) == [0]
+    assert [x.reason for x in r.rejects] == ["truncated", "no_audio", "empty_file", "unsupported_format",
+                                             "non_finite", "silent"]
+
+
+def test_classic193_and_tonnetz_at_native_8k(tmp_path):
+    y = np.random.default_rng(2).normal(0, 0.1, 16000).astype(np.float32)
+    sf.write(tmp_path / "a.wav", y, 8000)
+    batch = ItemBatch(["a"], [str(tmp_path / "a.wav")])
+    c = SpectralExtractor(SpectralConfig(backend="librosa", preset="classic193", num_workers=0))
+    assert c.extract(batch).features.shape == (1, 193) and c.dim == 193
+    native = SpectralExtractor(SpectralConfig(backend="librosa", sr=None, features=("mfcc", "tonnetz"), num_workers=0))
+    r = native.extract(batch)
+    assert r.rejects and r.rejects[0].reason == "unsupported_rate"
+    with pytest.raises(ValueError, match="librosa"):
+        SpectralConfig(features=("tonnetz",))
+
+
+def test_frame_sequences_are_stored(tmp_path, store):
+    import os
+
+    from conftest import SAMPLE
+    from pipeline.extract import extract
+    from pipeline.store import FeatureStore
+
+    s = extract(os.path.join(SAMPLE, "audio", "manifest.csv"), "audio", "spectral", {"frames": "true", "stats": "mean"},
+                store=store)
+    table = FeatureStore(store).resolve(s["feature_set"]).table()
+    frames = table["frames"].to_pylist()[0]
+    assert len(frames[0]) == table.schema.field("frames").type.value_type.list_size
+    mean = np.asarray(frames).mean(0)
+    np.testing.assert_allclose(mean, np.asarray(table["features"].to_pylist()[0]), rtol=1e-4, atol=1e-4)

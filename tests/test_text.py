@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+import torch
+
+from pipeline.errors import MmfeatError
+from pipeline.extractors.text_bert import BertConfig, BertExtractor
+from pipeline.registry import ItemBatch, create_extractor
+
+SENTENCES = ["The cat sat on the mat.", "A kitten is resting on a rug.", "Interest rates rose again this quarter.",
+             "Central banks raised borrowing costs.", "I like green apples and pears, a lot more than you'd think."]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return BertExtractor(BertConfig())
+
+
+def test_pooled_embeddings_match_a_plain_reference(minilm):
+    ours = minilm.extract(ItemBatch([str(i) for i in range(5)], SENTENCES, "text")).features
+    enc = minilm.tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = minilm.model(**enc).last_hidden_state
+    m = enc["attention_mask"].unsqueeze(-1).float()
+    ref = ((hidden * m).sum(1) / m.sum(1)).numpy()
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    cos = (ours * ref).sum(1)
+    assert np.all(cos > 1 - 1e-4)
+    sim = ours @ ours.T
+    assert sim[0, 1] > sim[0, 2] and sim[2, 3] > sim[2, 0] and sim[2, 3] > sim[1, 3]
+
+
+def test_long_texts_are_windowed_and_bad_texts_rejected(minilm):
+    long = " ".join(["economy growth inflation markets"] * 400)  # ~1600 words, far past 256 tokens
+    texts = [long, "", "  \n ", None, "x" * 2_000_001, "short text"]
+    r = minilm.extract(ItemBatch([str(i) for i in range(len(texts))], texts, "text"))
+    assert list(r.ok) == [0, 5]
+    assert [x.reason for x in r.rejects] == ["empty_text", "empty_text", "null_text", "too_long"]
+    windows, owner = minilm.windows([long])
+    assert len(windows) > 5 and max(len(w) for w in windows) <= minilm.max_length
+    truncated = BertExtractor(BertConfig(long_texts="truncate"))
+    assert len(truncated.windows([long])[0]) == 1
+
+
+def test_invalid_utf8_file_is_rejected(minilm, tmp_path):
+    good, bad = tmp_path / "a.txt", tmp_path / "b.txt"
+    good.write_text("plain text")
+    bad.write_bytes(b"caf\xe9 au lait")
+    r = minilm.extract(ItemBatch(["a", "b"], [str(good), str(bad)], "path"))
+    assert list(r.ok) == [0] and r.rejects[0].reason == "invalid_utf8"
+
+
+def test_pooling_options_and_model_dir(minilm):
+    for pooling in ("cls", "max"):
+        e = BertExtractor(BertConfig(model=minilm.model_dir, pooling=pooling, normalize=False))
+        f = e.extract(ItemBatch(["a"], ["hello world"], "text")).features
+        assert f.shape == (1, 384) and e.weights_sha256 == minilm.weights_sha256
+    with pytest.raises(MmfeatError, match="not in the local Hugging Face cache"):
+        BertExtractor(BertConfig(model="nobody/nothing"))
+
+
+def test_word2vec_trains_pools_and_saves_its_vectors(tmp_path, store):
+    import json
+
+    from pipeline.extract import extract
+    from pipeline.store import FeatureStore
+
+    manifest = tmp_path / "m.jsonl"
+    rows = [{"id": str(i), "text": t, "label": "x"} for i, t in enumerate(
+        ["the cat sat", "the dog ran", "a cat and a dog", "zzz qqq", "Cats, dogs; and THE cat!"] * 4)]
+    manifest.write_text("\n".join(json.dumps(r) for r in rows))
+    for pooling in ("mean", "tfidf", "sif"):
+        s = extract(str(manifest), "text", "word2vec", {"pooling": pooling, "min_count": "2", "vector_size": "16"},
+                    store=store)
+        assert s["rows"] == 20  # "zzz qqq" occurs 4 times: it is in the vocabulary
+        again = extract(str(manifest), "text", "word2vec", {"pooling": pooling, "min_count": "2", "vector_size": "16"},
+                        store=store)
+        assert again["feature_set"] == s["feature_set"]  # saved vectors reused: same weights hash
+    fs = FeatureStore(store).resolve(s["feature_set"])
+    assert fs.manifest["weights_sha256"] and fs.dim == 16
+
+
+def test_word2vec_no_known_word_and_pinned_pickles(tmp_path):
+    from gensim.models import KeyedVectors
+
+    kv = KeyedVectors(vector_size=4)
+    kv.add_vectors(["cat", "dog"], np.eye(2, 4, dtype=np.float32))
+    txt, pickle = tmp_path / "v.txt", tmp_path / "v.kv"
+    kv.save_word2vec_format(str(txt))
+    kv.save(str(pickle))
+    e = create_extractor("word2vec", {"vectors": str(txt)})
+    r = e.extract(ItemBatch(["a", "b"], ["Cat and DOG", "nothing known"], "text"))
+    np.testing.assert_allclose(r.features[0], [0.5, 0.5, 0, 0], atol=1e-6)
+    assert r.rejects[0].reason == "no_known_words"
+    with pytest.raises(MmfeatError, match="pickle.*sha256 is [0-9a-f]{64}"):
+        create_extractor("word2vec", {"vectors": str(pickle)})
+    from pipeline.config import sha256_file
+
+    pinned = create_extractor("word2vec", {"vectors": str(pickle), "vectors_sha256": sha256_file(str(pickle))})
+    assert pinned.dim == 4
