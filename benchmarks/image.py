@@ -1,0 +1,89 @@
+"""Image extraction throughput: model-only ceiling vs full pipeline (files -> Parquet) vs a naive loop.
+
+Run: .venv/bin/python benchmarks/image.py [N_IMAGES]
+Generates JPEGs at 32x32 (CIFAR-like) and ~500x375 (photo-like), then, in one run and with the same
+model, precision and batch size: random tensors through the model (ceiling), `pipeline.extract`
+into a fresh store (pipeline), and the classic notebook loop (PIL in the main process, fp32, batch
+by batch) as the baseline.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def make_jpegs(root: str, n: int, size: tuple[int, int]) -> str:
+    rng = np.random.default_rng(0)
+    os.makedirs(root, exist_ok=True)
+    rows = []
+    base = rng.integers(0, 255, (size[1] // 8 + 1, size[0] // 8 + 1, 3), dtype=np.uint8)
+    for i in range(n):
+        arr = np.kron(np.roll(base, i, axis=0), np.ones((8, 8, 1), np.uint8))[: size[1], : size[0]]
+        Image.fromarray(arr).save(os.path.join(root, f"{i:06d}.jpg"), quality=90)
+        rows.append((f"{i:06d}", f"{i:06d}.jpg", "x"))
+    manifest = os.path.join(root, "manifest.csv")
+    with open(manifest, "w", newline="") as f:
+        csv.writer(f).writerows([("id", "path", "label"), *rows])
+    return manifest
+
+
+def ceiling(ext, n: int) -> float:
+    x = torch.randn(ext.config.batch_size, 3, ext.crop, ext.crop, device=ext.device)
+    ext.embed(x)  # warm-up
+    if ext.device.type == "cuda":
+        torch.cuda.synchronize()
+    done, start = 0, time.perf_counter()
+    while done < n:
+        ext.embed(x)
+        done += len(x)
+    if ext.device.type == "cuda":
+        torch.cuda.synchronize()
+    return done / (time.perf_counter() - start)
+
+
+def naive(ext, manifest: str, n: int) -> float:
+    from pipeline.extractors.image.decode import resize_crop_pil
+
+    root = os.path.dirname(manifest)
+    paths = [os.path.join(root, f"{i:06d}.jpg") for i in range(n)]
+    model = ext.net.float()
+    start = time.perf_counter()
+    for s in range(0, n, ext.config.batch_size):
+        imgs = [resize_crop_pil(Image.open(p).convert("RGB"), ext.resize, ext.crop, "bilinear") for p in paths[s:s + ext.config.batch_size]]
+        x = (torch.stack(imgs).float().to(ext.device) - ext.mean) / ext.std
+        with torch.no_grad():
+            model(x).cpu().numpy()
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    from pipeline.extract import extract
+    from pipeline.registry import create_extractor
+
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 512
+    ext = create_extractor("cnn")
+    tmp = tempfile.mkdtemp()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, device {ext.device}, dtype {ext.dtype}, "
+          f"torch {torch.__version__}, batch {ext.config.batch_size}, {n} images per size")
+    print(f"{'input':10} {'ceiling img/s':>14} {'pipeline img/s':>15} {'naive img/s':>12} {'pipe/ceiling':>13} {'pipe/naive':>11}")
+    for label, size in (("32x32", (32, 32)), ("500x375", (500, 375))):
+        manifest = make_jpegs(os.path.join(tmp, label), n, size)
+        c = ceiling(ext, n)
+        p = extract(manifest, "image", "cnn", store=os.path.join(tmp, "store"), dataset=f"bench{label.replace('x', '_')}",
+                    progress=False)["items_per_s"]
+        b = naive(ext, manifest, n)
+        print(f"{label:10} {c:14.1f} {p:15.1f} {b:12.1f} {p / c:13.2f} {p / b:11.2f}")
+    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
