@@ -37,7 +37,8 @@ def make_jpegs(root: str, n: int, size: tuple[int, int]) -> str:
 
 
 def ceiling(ext, n: int) -> float:
-    x = torch.randn(ext.config.batch_size, 3, ext.crop, ext.crop, device=ext.device)
+    x = torch.randn(ext.batch_size, 3, ext.crop, ext.crop, device=ext.device)
+    x = x.contiguous(memory_format=torch.channels_last)
     ext.embed(x)  # warm-up
     if ext.device.type == "cuda":
         torch.cuda.synchronize()
@@ -55,11 +56,15 @@ def naive(ext, manifest: str, n: int) -> float:
 
     root = os.path.dirname(manifest)
     paths = [os.path.join(root, f"{i:06d}.jpg") for i in range(n)]
-    model = ext.net.float()
+    from pipeline.extractors.image.models import PooledFeatures, load_backbone
+
+    # The notebook way: a freshly loaded model in default memory format, fp32.
+    model = PooledFeatures(load_backbone(ext.config.model, ext.config.weights).model, ext.config.layers).to(ext.device)
     start = time.perf_counter()
-    for s in range(0, n, ext.config.batch_size):
-        imgs = [resize_crop_pil(Image.open(p).convert("RGB"), ext.resize, ext.crop, "bilinear") for p in paths[s:s + ext.config.batch_size]]
+    for s in range(0, n, ext.batch_size):
+        imgs = [resize_crop_pil(Image.open(p).convert("RGB"), ext.resize, ext.crop, "bilinear") for p in paths[s:s + ext.batch_size]]
         x = (torch.stack(imgs).float().to(ext.device) - ext.mean) / ext.std
+        x = x.contiguous()
         with torch.no_grad():
             model(x).cpu().numpy()
     return n / (time.perf_counter() - start)
@@ -73,7 +78,7 @@ def main() -> None:
     ext = create_extractor("cnn")
     tmp = tempfile.mkdtemp()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, device {ext.device}, dtype {ext.dtype}, "
-          f"torch {torch.__version__}, batch {ext.config.batch_size}, {n} images per size")
+          f"torch {torch.__version__}, batch {ext.batch_size}, {n} images per size")
     print(f"{'input':10} {'ceiling img/s':>14} {'pipeline img/s':>15} {'naive img/s':>12} {'pipe/ceiling':>13} {'pipe/naive':>11}")
     for label, size in (("32x32", (32, 32)), ("500x375", (500, 375))):
         manifest = make_jpegs(os.path.join(tmp, label), n, size)
