@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 AMIN = 1e-10
 
@@ -32,17 +33,21 @@ class TorchFrames:
         c = self.cfg
         return 1 + lengths // c.hop_length if c.center else 1 + np.maximum(lengths - c.n_fft, 0) // c.hop_length
 
-    def _framed(self, clips: list[np.ndarray], mode: str, width: int) -> torch.Tensor:
-        """Each clip padded by n_fft//2 with ``mode`` (librosa's zcr/rms framing), framed: (B, T, n_fft)."""
+    def _padded(self, clips: list[np.ndarray], mode: str, width: int) -> torch.Tensor:
+        """Each clip padded by n_fft//2 with ``mode`` (librosa's zcr/rms framing), zero-filled to one length."""
         c = self.cfg
         pad = c.n_fft // 2 if c.center else 0
-        total = (width - 1) * c.hop_length + c.n_fft
-        out = np.zeros((len(clips), max(total, max(len(y) + 2 * pad for y in clips))), np.float64)
+        total = max((width - 1) * c.hop_length + c.n_fft, max(len(y) + 2 * pad for y in clips))
+        out = np.zeros((len(clips), total), np.float64 if self.dtype == torch.float64 else np.float32)
         for i, y in enumerate(clips):
             padded = np.pad(y, pad, mode=mode) if pad else y
             out[i, : len(padded)] = padded
-        t = torch.as_tensor(out, dtype=self.dtype, device=self.device)
-        return t.unfold(1, c.n_fft, c.hop_length)[:, :width]
+        return torch.as_tensor(out, device=self.device)
+
+    def _frame_sum(self, x: torch.Tensor, kernel: int, offset: int, width: int) -> torch.Tensor:
+        """Sum over each frame's window [t*hop + offset, t*hop + offset + kernel): (B, 1, T)."""
+        pooled = F.avg_pool1d(x[:, None, offset:], kernel, self.cfg.hop_length)[:, :, :width]
+        return pooled * kernel
 
     def compute(self, clips: list[np.ndarray], features: tuple[str, ...]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Frame features {name: (B, d, T)} and the valid-frame mask (B, T)."""
@@ -74,13 +79,15 @@ class TorchFrames:
         if "stft" in features:
             out["stft"] = self.stft_stats(mag)
         if "zcr" in features:
-            frames = self._framed(clips, "edge", width)
-            frames = torch.where(frames.abs() <= 1e-10, torch.zeros_like(frames), frames)
-            sign = torch.signbit(frames)
-            out["zcr"] = (sign[..., 1:] != sign[..., :-1]).sum(-1, dtype=self.dtype)[:, None, :] / c.n_fft
+            # A crossing at m compares samples m-1 and m; a frame counts crossings at its positions 1..n_fft-1.
+            x = self._padded(clips, "edge", width)
+            sign = torch.signbit(torch.where(x.abs() <= 1e-10, torch.zeros_like(x), x))
+            crossing = torch.zeros_like(x)
+            crossing[:, 1:] = (sign[:, 1:] != sign[:, :-1]).to(x.dtype)
+            out["zcr"] = self._frame_sum(crossing, c.n_fft - 1, 1, width).round() / c.n_fft
         if "rms" in features:
-            frames = self._framed(clips, "constant", width)
-            out["rms"] = frames.square().mean(-1).sqrt()[:, None, :]
+            x = self._padded(clips, "constant", width)
+            out["rms"] = (self._frame_sum(x.square(), c.n_fft, 0, width) / c.n_fft).clamp(min=0).sqrt()
         return out, mask
 
     def db(self, x: torch.Tensor, mask: torch.Tensor, top_db: float | None) -> torch.Tensor:
@@ -94,9 +101,9 @@ class TorchFrames:
     def contrast(self, mag: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         peaks, valleys = [], []
         for rows, k in self.bands:
-            ordered = mag[:, rows, :].sort(dim=1).values
-            valleys.append(ordered[:, :k].mean(1))
-            peaks.append(ordered[:, -k:].mean(1))
+            band = mag[:, rows, :]  # topk: only the k extremes are needed, not a full sort
+            valleys.append(band.topk(k, dim=1, largest=False).values.mean(1))
+            peaks.append(band.topk(k, dim=1).values.mean(1))
         return self.db(torch.stack(peaks, 1), mask, 80.0) - self.db(torch.stack(valleys, 1), mask, 80.0)
 
     def stft_stats(self, mag: torch.Tensor) -> torch.Tensor:
