@@ -1,0 +1,9 @@
+"""Prefect 3 flows over the mmfeat library: ``extract``, ``train-head`` and ``predict``.
+
+Thin wrappers: every task is one library call. Run them directly (``extract_flow(...)``), serve them
+(``python -m flows.serve``) or deploy them with ``prefect deploy --all`` (prefect.yaml).
+"""
+from flows.extract import extract_flow
+from flows.heads import predict_flow, train_head_flow
+
+__all__ = ["extract_flow", "train_head_flow", "predict_flow"]

@@ -132,6 +132,22 @@ def run_shard(job: Job, shard: Shard) -> dict[str, Any]:
                                        {"seconds": round(seconds, 4)})
 
 
+def plan(spec: JobSpec, shard_size: int = DEFAULT_SHARD_SIZE) -> tuple[str, list[Shard]]:
+    """(feature set name, shards still to do): what an orchestrator needs to fan out."""
+    job = open_job(spec)
+    return job.feature_set.name, plan_shards(job, shard_size)
+
+
+def extract_shard(spec: JobSpec, shard: Shard) -> dict[str, Any]:
+    """Run one shard from its spec alone (in any worker process; models load once per process)."""
+    return run_shard(open_job(spec), shard)
+
+
+def summarize(spec: JobSpec) -> dict[str, Any]:
+    """The committed feature set's summary (rows, rejects by reason, shards, provenance)."""
+    return open_job(spec).feature_set.summary()
+
+
 def _frames(sequences: list[np.ndarray]) -> pa.Array:
     frame_dim = sequences[0].shape[1] if sequences else 1
     inner = pa.FixedSizeListArray.from_arrays(

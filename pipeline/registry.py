@@ -118,7 +118,14 @@ def register_extractor(cls: type[Extractor]) -> type[Extractor]:
 
 
 def _load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
+    """Import the built-in extractors and the plugin modules named in $MMFEAT_PLUGINS (comma-separated).
+
+    Plugins make third-party extractors known in every process, Dask and Prefect workers included.
+    """
+    import os
+
+    plugins = [m.strip() for m in os.environ.get("MMFEAT_PLUGINS", "").split(",") if m.strip()]
+    for module in (*_BUILTIN_MODULES, *plugins):
         importlib.import_module(module)
 
 

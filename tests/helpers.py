@@ -19,6 +19,8 @@ class HashConfig:
     salt: str = ""
     # when set: touch it, then sleep (the test kills the process meanwhile); not part of the feature set id
     pause_file: str = runtime_field("")
+    # when set and the file is absent: create it and kill this process (a worker dying mid-shard)
+    kill_once_file: str = runtime_field("")
 
     def __post_init__(self):
         if self.dim < 1:
@@ -38,6 +40,9 @@ class HashTextExtractor(Extractor):
 
     def extract(self, batch: ItemBatch) -> BatchResult:
         HashTextExtractor.calls.append(len(batch))
+        if self.config.kill_once_file and not os.path.exists(self.config.kill_once_file):
+            open(self.config.kill_once_file, "w").close()
+            os._exit(17)
         if self.config.pause_file:
             open(self.config.pause_file, "w").close()
             time.sleep(60)

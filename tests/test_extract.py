@@ -99,7 +99,7 @@ def test_shard_ids_are_deterministic(store, tmp_path):
 def test_unknown_names_list_the_valid_ones():
     with pytest.raises(UnknownName, match="registered: .*bert.*cnn.*spectral.*word2vec"):
         create_extractor("nope")
-    with pytest.raises(UnknownName, match="valid keys: dim, pause_file, salt"):
+    with pytest.raises(UnknownName, match="valid keys: dim, kill_once_file, pause_file, salt"):
         create_extractor("test-hash", {"bogus": "1"})
     with pytest.raises(MmfeatError, match="dim must be >= 1"):
         create_extractor("test-hash", {"dim": "0"})

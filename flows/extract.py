@@ -1,0 +1,76 @@
+"""The ``extract`` flow: plan shards, one task per shard, commit, publish artifacts."""
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.events import emit_event
+from prefect.tasks import exponential_backoff
+
+from pipeline import extract as lib
+from pipeline.errors import MmfeatError
+
+from flows.runners import task_runner
+
+GPU_TAG = "mmfeat-gpu"  # `prefect concurrency-limit create mmfeat-gpu 1` per GPU: never two shards on one GPU
+FEATURE_SET_EVENT = "mmfeat.feature-set.committed"
+
+
+def _transient(state) -> bool:
+    """Retry I/O hiccups and lost workers, not user errors (a bad config fails the same way every time)."""
+    return not isinstance(state.result(raise_on_failure=False), MmfeatError)
+
+
+@task(name="plan-shards")
+def plan_task(spec: lib.JobSpec, shard_size: int):
+    return lib.plan(spec, shard_size)
+
+
+@task(name="extract-shard", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
+      retry_jitter_factor=0.5, timeout_seconds=3600, tags=[GPU_TAG],
+      retry_condition_fn=lambda task, run, state: _transient(state))
+def shard_task(spec: lib.JobSpec, shard: lib.Shard) -> dict:
+    return lib.extract_shard(spec, shard)
+
+
+@task(name="summarize")
+def summary_task(spec: lib.JobSpec) -> dict:
+    return lib.summarize(spec)
+
+
+@flow(name="extract", task_runner=task_runner(), log_prints=False)
+def extract_flow(source: str, modality: Literal["image", "text", "audio"], extractor: str | None = None,
+                 overrides: dict[str, str] | None = None, dataset: str | None = None, store: str | None = None,
+                 shard_size: int = lib.DEFAULT_SHARD_SIZE, allow_absolute_paths: bool = False) -> str:
+    """Extract features of ``source`` into the store; returns the feature set id (DATASET/EXTRACTOR-CONFIG)."""
+    logger = get_run_logger()
+    # Validates every parameter (modality, extractor name, config keys and values) before any work.
+    spec = lib.JobSpec(source, modality, extractor, tuple((overrides or {}).items()), dataset, store, allow_absolute_paths)
+    start = time.perf_counter()
+    name, shards = plan_task(spec, shard_size)
+    logger.info("%s: %d shard(s) to extract", name, len(shards))
+    key = "extract-progress-" + "".join(c if c.isalnum() else "-" for c in name.lower())[:80]
+    progress = create_progress_artifact(0.0, key=key, description=f"shards of {name}")
+    futures = [shard_task.submit(spec, shard) for shard in shards]
+    done = 0
+    for future in futures:
+        marker = future.result()
+        done += 1
+        update_progress_artifact(progress, 100.0 * done / max(len(futures), 1))
+        logger.info("shard %s: %d rows, %d rejected", marker["shard"], marker["rows"], marker["rejected"])
+    if not futures:
+        update_progress_artifact(progress, 100.0)
+    summary = summary_task(spec)
+    processed = sum(len(s.rows) for s in shards)
+    seconds = time.perf_counter() - start
+    rate = processed / seconds if processed else 0.0
+    rows = [{"feature_set": summary["feature_set"], "path": summary["path"], "rows": summary["rows"],
+             "rejected": summary["rejected"], "processed": processed, "items_per_s": round(rate, 2)}]
+    rows += [{"reject_reason": r, "count": c} for r, c in sorted(summary["rejects_by_reason"].items())]
+    create_table_artifact(rows, key=key.replace("progress", "summary"), description="extract summary")
+    emit_event(FEATURE_SET_EVENT, resource={"prefect.resource.id": f"mmfeat.feature-set.{summary['feature_set']}",
+                                            "prefect.resource.name": summary["feature_set"]},
+               payload={"rows": summary["rows"], "rejected": summary["rejected"], "path": summary["path"]})
+    return summary["feature_set"]

@@ -1,0 +1,57 @@
+"""Flows under an ephemeral Prefect API, and the Dask task runner on a 2-process LocalCluster."""
+import os
+
+import pytest
+
+from conftest import SAMPLE
+from helpers import write_text_manifest
+
+
+@pytest.fixture(scope="module")
+def harness():
+    os.environ["MMFEAT_PLUGINS"] = "helpers"  # Dask workers import the test-only extractor too
+    os.environ["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_extract_and_train_head_flows(harness, store):
+    from flows import extract_flow, predict_flow, train_head_flow
+
+    fs = extract_flow(os.path.join(SAMPLE, "texts.jsonl"), "text", "word2vec", {"min_count": "1"}, store=store,
+                      shard_size=25)
+    assert fs.startswith("texts/word2vec-")
+    card = train_head_flow([fs], store=store)
+    assert card.endswith("head.json") and os.path.exists(card)
+    assert predict_flow(os.path.dirname(card), [fs], store=store).endswith(".parquet")
+
+
+def test_bad_parameters_fail_before_work_naming_the_field(harness, store):
+    from prefect.exceptions import ParameterTypeError
+
+    from flows import extract_flow
+    from pipeline.errors import MmfeatError
+
+    with pytest.raises(ParameterTypeError, match="modality"):
+        extract_flow(os.path.join(SAMPLE, "texts.jsonl"), "sound", store=store)
+    with pytest.raises(MmfeatError, match="pooling"):
+        extract_flow(os.path.join(SAMPLE, "texts.jsonl"), "text", "bert", {"pooling": "median"}, store=store)
+    assert not os.path.exists(store)
+
+
+def test_dask_runner_matches_local_and_survives_a_killed_worker(harness, tmp_path):
+    from flows import extract_flow
+    from flows.runners import task_runner
+    from pipeline.store import FeatureStore
+
+    manifest = write_text_manifest(str(tmp_path / "m.jsonl"), 120, empty_every=9)
+    local = extract_flow(manifest, "text", "test-hash", store=str(tmp_path / "a"), shard_size=20)
+    dask_flow = extract_flow.with_options(task_runner=task_runner("dask", workers=2))
+    kill = {"kill_once_file": str(tmp_path / "killed")}
+    remote = dask_flow(manifest, "text", "test-hash", kill, store=str(tmp_path / "b"), shard_size=20)
+    assert os.path.exists(tmp_path / "killed") and remote == local  # runtime field: same feature set id
+    a = FeatureStore(str(tmp_path / "a")).resolve(local).table().sort_by("id")
+    b = FeatureStore(str(tmp_path / "b")).resolve(remote).table().sort_by("id")
+    assert a.equals(b) and a.num_rows == 120 - 14
