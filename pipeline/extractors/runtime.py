@@ -43,3 +43,17 @@ def worker_count(requested: int | None, device: torch.device, n_items: int, batc
         return 0  # one batch: worker start-up would cost more than it hides
     cores = os.cpu_count() or 1
     return min(cores, 16) if device.type == "cuda" else max(1, cores // 4)
+
+
+def loader_context():
+    """Multiprocessing context for decode workers: forkserver.
+
+    Plain fork copies the parent's threads' state; after an orchestrator (Prefect's engine, Dask's
+    client) has run in the same process, forked DataLoader workers were seen to die at start. The
+    forkserver is a clean process that imports the decoders once and forks workers cheaply.
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "pipeline.extractors.image.decode", "pipeline.extractors.audio.spectral"])
+    return ctx

@@ -10,7 +10,7 @@ import torch
 
 from ...config import check_choice, runtime_field
 from ...registry import BatchResult, Extractor, ItemBatch, Reject, register_extractor
-from ..runtime import resolve_device, worker_count
+from ..runtime import loader_context, resolve_device, worker_count
 from .decode import load_clip
 from .pooling import STATS, pool_numpy, pool_torch
 
@@ -184,7 +184,8 @@ class SpectralExtractor(Extractor):
         workers = worker_count(self.config.num_workers, self.device, len(paths), self.config.batch_size)
         loader = torch.utils.data.DataLoader(_Clips(paths, self.config), batch_size=self.config.batch_size * 4,
                                              num_workers=workers, collate_fn=list,
-                                             prefetch_factor=2 if workers else None)
+                                             prefetch_factor=2 if workers else None,
+                                             multiprocessing_context=loader_context() if workers else None)
         results = [None] * len(paths)
         for items in loader:
             good = [(i, d) for i, d, e in items if e is None]

@@ -9,7 +9,7 @@ import torch
 
 from ...config import cached_file_digest, check_choice, runtime_field
 from ...registry import BatchResult, Extractor, ItemBatch, Reject, register_extractor
-from ..runtime import autocast, resolve_device, resolve_dtype, worker_count
+from ..runtime import autocast, loader_context, resolve_device, resolve_dtype, worker_count
 from .decode import ImageFiles, collate, resize_crop_tensor, worker_init
 from .models import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, PooledFeatures, load_backbone
 
@@ -118,7 +118,8 @@ class CNNExtractor(Extractor):
             ImageFiles(batch.sources, self.resize, self.crop, self.interpolation, not self.gpu_resize),
             batch_size=self.batch_size, num_workers=workers, collate_fn=collate,
             worker_init_fn=worker_init if workers else None, pin_memory=self.device.type == "cuda",
-            prefetch_factor=4 if workers else None, persistent_workers=False)
+            prefetch_factor=4 if workers else None, persistent_workers=False,
+            multiprocessing_context=loader_context() if workers else None)
         features = np.zeros((n, self.dim), np.float32)
         ok = np.zeros(n, bool)
         rejects: list[Reject] = []
