@@ -7,34 +7,47 @@ from typing import Literal
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from pipeline.heads import predict, train_head
+from pipeline.heads import predict, train_heads
 
 
 @task(name="train-head")
-def train_task(feature_sets: list[str], overrides: dict, store: str | None, out: str | None, label: str) -> dict:
-    return train_head(feature_sets, overrides, store, out, label)
+def train_task(feature_sets: list[str], labels: list[str], overrides: dict, store: str | None, out: str | None) -> list[dict]:
+    return train_heads(feature_sets, labels, overrides, store, out)
 
 
 @flow(name="train-head")
-def train_head_flow(feature_sets: list[str] | str, label: str = "label", head: Literal["linear", "mlp"] = "linear",
-                    overrides: dict[str, str] | None = None, store: str | None = None, out: str | None = None) -> str:
-    """Train a head on feature sets (joined on id); returns the head card path.
+def train_head_flow(feature_sets: list[str] | str, label: str | list[str] = "label",
+                    head: Literal["linear", "mlp"] = "linear", overrides: dict[str, str] | None = None,
+                    store: str | None = None, out: str | None = None) -> str | list[str]:
+    """Train a head on feature sets (joined on id); returns the head card path (one per label).
 
-    ``feature_sets`` may be one name (what an event trigger passes) or a list of names.
+    ``feature_sets`` may be one name (what an event trigger passes) or a list of names; ``label``
+    one column or several (multi-target: one head each, on features read once).
     """
     feature_sets = [feature_sets] if isinstance(feature_sets, str) else feature_sets
-    card = train_task(feature_sets, {"head": head, **(overrides or {})}, store, out, label)
-    m = card["metrics"]
-    get_run_logger().info("head %s: test accuracy %.4f macro-F1 %.4f", card["path"], m["accuracy"], m["macro_f1"])
-    create_table_artifact([{"model": "head", "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]},
-                           {"model": "sklearn LogisticRegression", **{k: m["sklearn_logreg"][k] for k in ("accuracy", "macro_f1")}},
-                           {"model": "majority class", "accuracy": m["majority_baseline_accuracy"], "macro_f1": None}],
-                          key="train-head-metrics", description="held-out test metrics")
+    labels = [label] if isinstance(label, str) else label
+    cards = train_task(feature_sets, labels, {"head": head, **(overrides or {})}, store, out)
+    for card in cards:
+        _publish(card)
+    paths = [os.path.join(card["path"], "head.json") for card in cards]
+    return paths[0] if isinstance(label, str) else paths
+
+
+def _publish(card: dict) -> None:
+    m, key = card["metrics"], card["label"].lower().replace("_", "-")
+    get_run_logger().info("head %s (%s): test accuracy %.4f macro-F1 %.4f", card["path"], card["label"],
+                          m["accuracy"], m["macro_f1"])
+    rows = [{"model": "head", "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}]
+    if "sklearn_logreg" in m:
+        rows.append({"model": "sklearn LogisticRegression", **{k: m["sklearn_logreg"][k] for k in ("accuracy", "macro_f1")}})
+    rows.append({"model": "majority class", "accuracy": m["majority_baseline_accuracy"], "macro_f1": None})
+    create_table_artifact(rows, key=f"train-head-metrics-{key}"[:60] if card["label"] != "label" else "train-head-metrics",
+                          description=f"held-out test metrics ({card['label']})")
     with open(os.path.join(card["path"], "report.md")) as f:
         report = f.read().replace("](confusion.png)", f"](file://{os.path.join(card['path'], 'confusion.png')})")
     create_markdown_artifact(report.replace("](learning_curve.png)", f"](file://{os.path.join(card['path'], 'learning_curve.png')})"),
-                             key="train-head-report", description="head report")
-    return os.path.join(card["path"], "head.json")
+                             key=f"train-head-report-{key}"[:60] if card["label"] != "label" else "train-head-report",
+                             description=f"head report ({card['label']})")
 
 
 @task(name="predict")

@@ -28,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--allow-absolute-paths", action="store_true", help="accept absolute paths in the manifest")
     t = sub.add_parser("train-head", parents=[store, as_json], help="train a classifier head on feature sets")
     t.add_argument("feature_sets", nargs="+", metavar="FEATURE_SET", help="DATASET/EXTRACTOR[-CONFIGPREFIX]")
-    t.add_argument("--label", default="label")
+    t.add_argument("--label", action="append", default=None,
+                   help="label column: 'label' (default) or another manifest column; repeat for several targets")
     t.add_argument("--head", choices=("linear", "mlp"), default="linear")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="head config override")
     t.add_argument("--out", help="head directory (default <store>/_heads/<name>)")
@@ -50,11 +51,11 @@ def cmd_extract(args) -> dict:
                    args.shard_size or DEFAULT_SHARD_SIZE, args.allow_absolute_paths, progress=None)
 
 
-def cmd_train_head(args) -> dict:
-    from .heads import train_head
+def cmd_train_head(args) -> list[dict]:
+    from .heads import train_heads
 
-    card = train_head(args.feature_sets, {"head": args.head, **parse_set_args(args.set)}, args.store, args.out, args.label)
-    return card
+    return train_heads(args.feature_sets, args.label or ["label"], {"head": args.head, **parse_set_args(args.set)},
+                       args.store, args.out)
 
 
 def cmd_ls(args) -> list[dict]:
@@ -70,9 +71,9 @@ def _print_extract(s: dict) -> None:
 
 def _print_head(card: dict) -> None:
     m = card["metrics"]
-    print(f"head {card['head']} -> {card['path']}\n  test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
-          f"(sklearn LogisticRegression {m['sklearn_logreg']['accuracy']:.4f}, majority {m['majority_baseline_accuracy']:.4f}, "
-          f"n_test={m['n_test']})")
+    sk = f"sklearn LogisticRegression {m['sklearn_logreg']['accuracy']:.4f}, " if "sklearn_logreg" in m else ""
+    print(f"head {card['head']} ({card['label']}) -> {card['path']}\n  test accuracy {m['accuracy']:.4f}, "
+          f"macro-F1 {m['macro_f1']:.4f} ({sk}majority {m['majority_baseline_accuracy']:.4f}, n_test={m['n_test']})")
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -83,8 +84,12 @@ def run(argv: list[str] | None = None) -> int:
         out = {k: result[k] for k in ("feature_set", "path", "rows", "rejected", "items_per_s")}
         print(json.dumps(out)) if json_out else _print_extract(result)
     elif args.command == "train-head":
-        card = cmd_train_head(args)
-        print(json.dumps({"head": card["path"], "metrics": card["metrics"]})) if json_out else _print_head(card)
+        cards = cmd_train_head(args)
+        heads = [{"head": c["path"], "label": c["label"], "metrics": c["metrics"]} for c in cards]
+        if json_out:
+            print(json.dumps(heads[0] if len(heads) == 1 else {"heads": heads}))
+        for card in [] if json_out else cards:
+            _print_head(card)
     elif args.command == "predict":
         from .heads import predict
 

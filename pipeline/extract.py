@@ -120,7 +120,8 @@ def run_shard(job: Job, shard: Shard) -> dict[str, Any]:
     kept = good[result.ok]
     features = features_table(rows["id"].take(kept), rows["label"].take(kept), rows["split"].take(kept),
                               pa.array(stored_source).take(kept), result.features,
-                              _frames(result.sequences) if result.sequences is not None else None)
+                              _frames(result.sequences) if result.sequences is not None else None,
+                              rows["meta"].take(kept).combine_chunks())
     rejects = [(i, e.stage, e.reason, e.message) for i, e in bad.items()]
     rejects += [(int(good[r.index]), r.stage, r.reason, r.message) for r in result.rejects]
     rejects.sort()

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from .errors import BadInput, MmfeatError
 from .store.catalog import check_name
+from .store.schema import META_TYPE
 
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"validation": "val", "valid": "val", "dev": "val"}
@@ -57,8 +58,13 @@ def _read_manifest(path: str) -> pa.Table:
         if lower.endswith(".csv"):
             import pyarrow.csv as pcsv
 
-            strings = {c: pa.string() for c in ("id", "path", "text", "label", "split")}
-            return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(column_types=strings))
+            import csv
+
+            # Every column as a string: "007" stays a speaker id, not the integer 7.
+            with open(path, newline="", encoding="utf-8-sig") as fh:
+                header = next(csv.reader(fh), [])
+            strings = {c: pa.string() for c in header}
+            return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(column_types=strings, strings_can_be_null=True))
         if lower.endswith((".jsonl", ".ndjson", ".json")):
             import pyarrow.json as pjson
 
@@ -109,7 +115,30 @@ def _normalize(table: pa.Table, kind: str, where: str) -> pa.Table:
         columns[col] = pc.cast(table[col], pa.string()) if col in cols else pa.nulls(len(table), pa.string())
     if "split" in cols:
         columns["split"] = _canonical_splits(columns["split"], where)
+    columns["meta"] = _meta_map(table, [c for c in cols if c not in ("id", "path", "text", "label", "split")], where)
     return pa.table(columns)
+
+
+def _meta_map(table: pa.Table, names: list[str], where: str) -> pa.Array:
+    """The manifest's other columns (extra targets such as speaker or topic, provenance) as a
+    map<string, string> per row; null values are left out of the row's map."""
+    n = table.num_rows
+    if not names:
+        return pa.nulls(n, META_TYPE)
+    values = []
+    for name in names:
+        column = table[name]
+        if pa.types.is_nested(column.type):
+            raise MmfeatError(f"{where}: column {name!r} is nested ({column.type}); manifest columns beyond "
+                              "id/path/text/label/split must be scalars")
+        values.append(pc.cast(column, pa.string()).combine_chunks())
+    keys = np.array(names, dtype=object)
+    valid = np.stack([v.is_valid().to_numpy(zero_copy_only=False) for v in values], axis=1)
+    flat_values = pa.concat_arrays([v for v in values])  # column-major; reorder to row-major below
+    order = (np.arange(len(names))[None, :] * n + np.arange(n)[:, None])[valid]
+    offsets = np.concatenate([[0], np.cumsum(valid.sum(1))]).astype(np.int32)
+    return pa.MapArray.from_arrays(pa.array(offsets), pa.array(np.broadcast_to(keys, (n, len(names)))[valid], pa.string()),
+                                   flat_values.take(pa.array(order, pa.int64())))
 
 
 def _canonical_splits(splits: pa.ChunkedArray, where: str) -> pa.ChunkedArray:

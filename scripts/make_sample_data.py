@@ -55,7 +55,8 @@ def images() -> list[dict]:
             else:
                 name = f"{label}_{k:02d}_gray.jpg"
                 img.convert("L").save(os.path.join(root, label, name), quality=85)
-            rows.append({"id": f"{label}/{name}", "path": f"{label}/{name}", "label": label, "split": split_of(k)})
+            rows.append({"id": f"{label}/{name}", "path": f"{label}/{name}", "label": label, "split": split_of(k),
+                         "colour": "gray" if kind == 2 else "colour"})  # a second target, for multi-target heads
     bad = os.path.join(root, "bad")
     os.makedirs(bad, exist_ok=True)
     with open(os.path.join(root, rows[0]["path"]), "rb") as f:

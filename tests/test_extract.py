@@ -125,3 +125,13 @@ def test_every_registered_extractor_meets_the_contract(tmp_path):
         assert np.isfinite(r1.features).all()
         np.testing.assert_array_equal(r1.features, r2.features)
         assert len(ext.config_id) == 64
+
+
+def test_other_manifest_columns_are_kept_as_strings_in_meta(store, tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,text,label,speaker,score\na,hello there,x,007,1.5\nb,general kenobi,y,,2\n")
+    s = extract(str(manifest), "text", "test-hash", store=store)
+    table = FeatureStore(store).resolve(s["feature_set"]).table(columns=["id", "meta"])
+    assert table["meta"].to_pylist() == [[("speaker", "007"), ("score", "1.5")], [("score", "2")]]
+    con = FeatureStore(store).duckdb()
+    assert con.sql("SELECT meta['speaker'] FROM m__test_hash ORDER BY id").fetchall()[0][0] in ("007", ["007"])

@@ -85,3 +85,86 @@ def test_heads_on_sample_data(sample_store, tmp_path):
         assert s["rejected"] >= 2, modality
         card = train_head([s["feature_set"]], None, root, str(tmp_path / modality))
         assert card["metrics"]["accuracy"] > card["metrics"]["majority_baseline_accuracy"], modality
+
+
+def test_multi_target_heads_share_features_and_read_meta_columns(store, tmp_path):
+    import pyarrow as pa
+
+    from sklearn.datasets import load_digits
+
+    from pipeline.heads import train_heads
+    from pipeline.store.schema import META_TYPE
+
+    x, y = load_digits(return_X_y=True)
+    x, y = x[:600], y[:600]
+    parity = ["odd" if v % 2 else "even" for v in y]
+    big = [None if i % 10 == 0 else ("big" if v >= 5 else "small") for i, v in enumerate(y)]  # some unlabelled
+    meta = pa.array([[("parity", p)] + ([("size", b)] if b else []) for p, b in zip(parity, big)], META_TYPE)
+    from pipeline.config import sha256_text
+
+    prov = {"format": 1, "dataset": "mt", "extractor": "digits", "extractor_version": "1", "config": {},
+            "config_id": sha256_text("mt"), "weights_sha256": None, "dim": 64, "versions": {},
+            "created": "2026-01-01T00:00:00+00:00", "frame_dim": None}
+    fs = FeatureStore(store).create(prov)
+    ids = [f"i{i:05d}" for i in range(len(x))]
+    fs.write_shard("0" * 16, features_table(ids, [str(v) for v in y], [None] * len(x), ids, x.astype(np.float32),
+                                           meta=meta), empty_rejects(), len(x))
+    cards = train_heads([fs.name], ["label", "parity", "size"], None, store, str(tmp_path / "mt"))
+    assert [c["label"] for c in cards] == ["label", "parity", "size"]
+    assert [c["classes"] for c in cards[1:]] == [["even", "odd"], ["big", "small"]]
+    assert cards[2]["data"]["unlabelled_dropped"] == 60
+    for c in cards:
+        assert c["metrics"]["accuracy"] >= c["metrics"]["sklearn_logreg"]["accuracy"] - 0.015, c["label"]
+        assert os.path.exists(os.path.join(tmp_path, "mt", c["label"], "head.json"))
+    with pytest.raises(MmfeatError, match="available: label, parity, size"):
+        train_heads([fs.name], ["speaker"], None, store)
+
+
+def test_stacked_linear_sweep_matches_separate_fits():
+    import torch
+
+    from pipeline.heads.model import fit_linear_sweep, fit_one
+    from pipeline.heads.train import HeadConfig
+
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.normal(size=(300, 8)), dtype=torch.float32)
+    y = torch.tensor((x[:, 0] + 0.5 * x[:, 1] > 0).long().numpy() + (x[:, 2] > 1).long().numpy())
+    cfg = HeadConfig(max_epochs=15, patience=100)
+    stacked = fit_linear_sweep(x[:200], y[:200], x[200:], y[200:], 3, None, (1e-3, 1e-1), cfg, 0)
+    for fit in stacked:
+        torch.manual_seed(0)
+        alone = fit_one(torch.nn.Linear(8, 3), x[:200], y[:200], x[200:], y[200:], None, fit.l2, cfg, 0)
+        # the same objective, data order and optimizer: the same weights up to float rounding
+        assert torch.allclose(fit.model.weight, alone.model.weight, atol=1e-4), fit.l2
+        assert fit.epochs == alone.epochs and abs(fit.val_loss - alone.val_loss) < 1e-5
+
+
+def test_lbfgs_linear_head_matches_sklearn_logistic_regression_at_the_same_c():
+    import torch
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from pipeline.heads.model import fit_linear_lbfgs
+
+    x, y = load_iris(return_X_y=True)
+    x = (x - x.mean(0)) / x.std(0)
+    for c in (0.1, 1.0):
+        ref = LogisticRegression(C=c, tol=1e-10, max_iter=10_000).fit(x, y)
+        l2 = 1.0 / (c * len(y))  # sklearn: C·Σ loss + ½||W||²  ==  n·C·(mean loss + ½·l2·||W||²)
+        xt, yt = torch.tensor(x, dtype=torch.float32), torch.tensor(y)
+        fit = fit_linear_lbfgs(xt, yt, xt, yt, 3, None, (l2,))[0]
+        with torch.no_grad():
+            proba = torch.softmax(fit.model(xt), 1).numpy()
+        # float32 L-BFGS vs float64 lbfgs on the same convex objective
+        assert np.abs(proba - ref.predict_proba(x)).max() < 2e-3, c
+
+
+def test_second_manifest_column_trains_its_own_head_on_sample_images(sample_store, tmp_path):
+    from pipeline.heads import train_heads
+
+    root, summaries = sample_store
+    cards = train_heads([summaries["image"]["feature_set"]], ["label", "colour"], None, root, str(tmp_path))
+    colour = cards[1]
+    assert colour["classes"] == ["colour", "gray"] and colour["label"] == "colour"
+    assert colour["metrics"]["accuracy"] > colour["metrics"]["majority_baseline_accuracy"]
+    assert open(tmp_path / "colour" / "report.md").read().startswith("# Head report: linear head for 'colour'")

@@ -19,7 +19,8 @@ def save_head(head_dir: str, model: torch.nn.Module, card: dict, curve, y_true, 
     card["versions"] = _versions()
     with open(os.path.join(head_dir, "head.json"), "w") as f:
         json.dump(card, f, indent=1)
-    _plots(head_dir, curve, card["metrics"]["confusion_matrix"], classes)
+    _plots(head_dir, curve, card["metrics"]["confusion_matrix"], classes,
+           "L-BFGS objective evaluation" if card.get("solver") == "lbfgs" else "epoch")
     with open(os.path.join(head_dir, "report.md"), "w") as f:
         f.write(report_markdown(card))
 
@@ -30,7 +31,7 @@ def _versions() -> dict:
     return library_versions()
 
 
-def _plots(head_dir: str, curve, confusion, classes) -> None:
+def _plots(head_dir: str, curve, confusion, classes, step_name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,7 +54,7 @@ def _plots(head_dir: str, curve, confusion, classes) -> None:
     epochs = [c[0] for c in curve]
     ax.plot(epochs, [c[1] for c in curve], label="train loss")
     ax.plot(epochs, [c[2] for c in curve], label="validation loss")
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(step_name)
     ax.set_ylabel("cross-entropy")
     ax.legend()
     ax.set_title("Learning curve (selected L2 penalty)")
@@ -64,12 +65,16 @@ def _plots(head_dir: str, curve, confusion, classes) -> None:
 
 def report_markdown(card: dict) -> str:
     m = card["metrics"]
-    lines = [f"# Head report: {card['head']} on {', '.join(s['name'] for s in card['feature_sets'])}", "",
+    sk = m.get("sklearn_logreg")
+    lines = [f"# Head report: {card['head']} head for {card.get('label', 'label')!r} on "
+             f"{', '.join(s['name'] for s in card['feature_sets'])}", "",
              f"Test split: {m['n_test']} items. Metrics are on held-out test data only; the L2 penalty "
-             f"({card['selected']['l2']}) and the epoch ({card['selected']['epoch']}) were chosen on validation.", "",
+             f"({card['selected']['l2']}) was chosen on validation"
+             + (f", and the epoch ({card['selected']['epoch']}) by early stopping on it." if card.get("solver") != "lbfgs"
+                else f" (solver L-BFGS, exact fit, {card['selected']['epoch']} objective evaluations)."), "",
              "| model | accuracy | macro-F1 |", "|---|---|---|",
              f"| this head | {m['accuracy']:.4f} | {m['macro_f1']:.4f} |",
-             f"| scikit-learn LogisticRegression | {m['sklearn_logreg']['accuracy']:.4f} | {m['sklearn_logreg']['macro_f1']:.4f} |",
+             *([f"| scikit-learn LogisticRegression (C=1) | {sk['accuracy']:.4f} | {sk['macro_f1']:.4f} |"] if sk else []),
              f"| majority class | {m['majority_baseline_accuracy']:.4f} | |", "",
              "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for c, v in m["per_class"].items():

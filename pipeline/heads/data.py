@@ -5,6 +5,7 @@ import dataclasses
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import MmfeatError
 from ..store import FeatureSet, feature_matrix
@@ -34,7 +35,7 @@ def joined_table(sets: list[FeatureSet], missing: str) -> tuple[pa.Table, np.nda
         if key in names and names[key] != fs.config_id:
             raise MmfeatError(f"feature sets with mixed config_ids: {names[key]} and {fs.config_id} of {key[0]}/{key[1]}")
         names[key] = fs.config_id
-    tables = [fs.table(columns=["id", "label", "split", "features"]) for fs in sets]
+    tables = [fs.table(columns=["id", "label", "split", "meta", "features"]) for fs in sets]
     common = set(tables[0]["id"].to_pylist())
     union = set(common)
     for t in tables[1:]:
@@ -54,7 +55,7 @@ def joined_table(sets: list[FeatureSet], missing: str) -> tuple[pa.Table, np.nda
         sub = t.take(rows)
         parts.append(feature_matrix(sub["features"]))
         if base is None:
-            base = sub.select(["id", "label", "split"])
+            base = sub.select(["id", "label", "split", "meta"])
         elif not sub["split"].equals(base["split"]):
             a, b = base["split"].to_pylist(), sub["split"].to_pylist()
             bad = [order[i] for i in range(len(a)) if a[i] != b[i]][:5]
@@ -73,16 +74,31 @@ def _stratified(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np.
     return mask
 
 
+def label_values(table: pa.Table, name: str) -> np.ndarray:
+    """Targets named ``name``: the ``label`` column, or another manifest column kept in ``meta``."""
+    if name == "label":
+        return np.array(table["label"].to_pylist(), dtype=object)
+    meta = table["meta"].combine_chunks() if table.num_rows else None
+    values = pc.map_lookup(meta, name, "first") if meta is not None else pa.array([], pa.string())
+    if values.null_count == len(values):
+        keys = sorted(set(meta.keys.to_pylist())) if meta is not None else []
+        raise MmfeatError(f"no label column {name!r} in the feature sets; available: {', '.join(['label'] + keys)}")
+    return np.array(values.to_pylist(), dtype=object)
+
+
 def load_head_data(sets: list[FeatureSet], seed: int, val_fraction: float, test_fraction: float,
-                   missing: str = "drop") -> HeadData:
-    table, x, report = joined_table(sets, missing)
-    labels = np.array(table["label"].to_pylist(), dtype=object)
+                   missing: str = "drop", label: str = "label", joined=None) -> HeadData:
+    """Training, validation and test splits for one target (``label``); ``joined`` reuses a
+    :func:`joined_table` result across targets."""
+    table, x, report = joined if joined is not None else joined_table(sets, missing)
+    report = dict(report, label=label)
+    labels = label_values(table, label)
     splits = np.array(table["split"].to_pylist(), dtype=object)
     ids = np.array(table["id"].to_pylist(), dtype=object)
-    has_label = np.array([v is not None for v in labels])
+    has_label = np.array([v is not None for v in labels], dtype=bool)
     report["unlabelled_dropped"] = int((~has_label).sum())
     if not has_label.any():
-        raise MmfeatError("no labelled rows: the feature sets carry no 'label' values")
+        raise MmfeatError(f"no labelled rows: the feature sets carry no {label!r} values")
     x, labels, splits, ids = x[has_label], labels[has_label], splits[has_label], ids[has_label]
     classes = sorted(set(labels))
     if len(classes) < 2:

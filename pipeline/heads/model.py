@@ -32,7 +32,8 @@ class Fit:
 def fit_one(model: nn.Module, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor,
             class_weight: torch.Tensor | None, l2: float, cfg, seed: int) -> Fit:
     """Mini-batch AdamW on cross-entropy + (l2/2)·||W||² (weights, not biases: sklearn's objective
-    with C = 1/(l2·n)); keeps the weights of the epoch with the lowest validation loss."""
+    with C = 1/(l2·n)); the learning rate decays on validation plateaus; keeps the weights of the
+    epoch with the lowest validation loss and stops after ``patience`` epochs without one."""
     torch.manual_seed(seed)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -61,11 +62,119 @@ def fit_one(model: nn.Module, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor
             bad_epochs += 1
             if bad_epochs >= cfg.patience:
                 break
+            _decay_on_plateau(opt, bad_epochs)
     model.load_state_dict(best)
     model.eval()
     with torch.no_grad():
         acc = float((model(xv).argmax(1) == yv).float().mean()) if len(yv) else float("nan")
     return Fit(model, l2, best_loss, acc, best_epoch, curve)
+
+
+def fit_linear_sweep(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, k: int,
+                     class_weight: torch.Tensor | None, l2s: tuple[float, ...], cfg, seed: int) -> list[Fit]:
+    """The whole L2 sweep of linear heads trained at once, as one stacked (P, dim, k) weight.
+
+    Same objective, optimizer and early stopping per penalty as :func:`fit_one`, but one matmul
+    and one optimizer step per mini-batch serve every penalty: the sweep costs about one fit.
+    """
+    dim, p = x.shape[1], len(l2s)
+    torch.manual_seed(seed)
+    init = nn.Linear(dim, k)  # the same initialization fit_one's model gets under this seed
+    w = nn.Parameter(init.weight.detach().t().expand(p, dim, k).clone().to(x.device))
+    b = nn.Parameter(init.bias.detach().expand(p, k).clone().to(x.device))
+    l2 = torch.tensor(l2s, dtype=torch.float32, device=x.device)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    opt = torch.optim.AdamW([w, b], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    cw = class_weight if class_weight is not None else torch.ones(k, device=x.device)
+
+    def losses(xb, yb):  # (P,) weighted-mean cross-entropy per penalty, as nn.CrossEntropyLoss(weight)
+        logits = torch.baddbmm(b.unsqueeze(1), xb.expand(p, *xb.shape), w)
+        nll = nn.functional.cross_entropy(logits.reshape(-1, k), yb.repeat(p), reduction="none").view(p, -1)
+        return (nll * cw[yb]).sum(1) / cw[yb].sum()
+
+    n = len(y)
+    batch_size = max(1, min(cfg.batch_size, -(-n // 8)))
+    best_w, best_b = w.detach().clone(), b.detach().clone()
+    best_loss = torch.full((p,), float("inf"))
+    best_epoch, bad, curves = [0] * p, [0] * p, [[] for _ in range(p)]
+    for epoch in range(1, cfg.max_epochs + 1):
+        order = torch.randperm(n, generator=gen).to(x.device)
+        total = torch.zeros(p, device=x.device)
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = losses(x[idx], y[idx])
+            (loss.sum() + 0.5 * (l2 * w.square().sum((1, 2))).sum()).backward()
+            opt.step()
+            total += loss.detach() * len(idx)
+        with torch.no_grad():
+            val = losses(xv, yv).cpu() if len(yv) else torch.full((p,), float("inf"))
+            train = (total / n).cpu()
+            improved = val < best_loss - 1e-5
+            for i in range(p):
+                curves[i].append((epoch, float(train[i]), float(val[i])))
+                if improved[i]:
+                    best_loss[i], best_epoch[i], bad[i] = val[i], epoch, 0
+                    best_w[i], best_b[i] = w[i], b[i]
+                else:
+                    bad[i] += 1
+        if min(bad) >= cfg.patience:
+            break
+        _decay_on_plateau(opt, min(bad))
+    fits = []
+    for i, penalty in enumerate(l2s):
+        model = nn.Linear(dim, k).to(x.device)
+        with torch.no_grad():
+            model.weight.copy_(best_w[i].t())
+            model.bias.copy_(best_b[i])
+            acc = float((model(xv).argmax(1) == yv).float().mean()) if len(yv) else float("nan")
+        fits.append(Fit(model.eval(), penalty, float(best_loss[i]), acc, best_epoch[i], curves[i][:best_epoch[i] + cfg.patience]))
+    return fits
+
+
+def fit_linear_lbfgs(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, k: int,
+                     class_weight: torch.Tensor | None, l2s: tuple[float, ...], max_iter: int = 500) -> list[Fit]:
+    """Exact multinomial logistic regression for each L2 penalty: full-batch L-BFGS on the same
+    objective as scikit-learn's lbfgs (C = 1/(l2·n)), strongest penalty first, each fit warm-started
+    from the previous one (a regularization path). The curve is per objective evaluation."""
+    dim = x.shape[1]
+    w = torch.zeros(dim, k, device=x.device, requires_grad=True)
+    b = torch.zeros(k, device=x.device, requires_grad=True)
+    loss_fn = nn.CrossEntropyLoss(weight=class_weight)
+    fits = {}
+    for l2 in sorted(set(l2s), reverse=True):
+        opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, max_eval=2 * max_iter, tolerance_grad=1e-6,
+                                tolerance_change=1e-9, history_size=20, line_search_fn="strong_wolfe")
+        curve: list[tuple[int, float, float]] = []
+
+        def objective():
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(x @ w + b, y)
+            (loss + 0.5 * l2 * w.square().sum()).backward()
+            with torch.no_grad():
+                curve.append((len(curve) + 1, float(loss), float(loss_fn(xv @ w + b, yv)) if len(yv) else float("nan")))
+            return loss + 0.5 * l2 * w.detach().square().sum()
+
+        opt.step(objective)
+        model = nn.Linear(dim, k).to(x.device)
+        with torch.no_grad():
+            model.weight.copy_(w.t())
+            model.bias.copy_(b)
+            acc = float((model(xv).argmax(1) == yv).float().mean()) if len(yv) else float("nan")
+        fits[l2] = Fit(model.eval(), l2, evaluate_loss(model, xv, yv, loss_fn), acc, len(curve), curve)
+    return [fits[l2] for l2 in l2s]
+
+
+PLATEAU_EPOCHS, PLATEAU_FACTOR = 3, 0.3
+
+
+def _decay_on_plateau(opt: torch.optim.Optimizer, stalled_epochs: int) -> None:
+    """Cut the learning rate after every few epochs without a better validation loss, so that the
+    weights settle near the optimum of the penalized objective instead of wandering around it
+    at a constant step size (the L2 sweep, not optimizer noise, should be the regularizer)."""
+    if stalled_epochs and stalled_epochs % PLATEAU_EPOCHS == 0:
+        for group in opt.param_groups:
+            group["lr"] *= PLATEAU_FACTOR
 
 
 def evaluate_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn) -> float:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 import numpy as np
@@ -11,35 +12,43 @@ from ..config import apply_overrides, canonical_json, check_choice, sha256_text
 from ..errors import MmfeatError
 from ..store import FeatureStore
 from .artifacts import save_head
-from .data import load_head_data
+from .data import joined_table, load_head_data
 from .metrics import classification_metrics, sklearn_baseline
-from .model import build_head, fit_one
+from .model import build_head, fit_linear_lbfgs, fit_linear_sweep, fit_one
 
 
 @dataclasses.dataclass(frozen=True)
 class HeadConfig:
     """Head hyperparameters. ``l2_penalties`` is the regularization sweep, chosen on validation
-    (an L2 penalty on the weights, as C in scikit-learn: l2 = 1/(C·n_train))."""
+    (an L2 penalty on the weights, as C in scikit-learn: l2 = 1/(C·n_train)).
+
+    ``solver`` (linear head): ``lbfgs`` solves each penalty exactly on the full training matrix;
+    ``adamw`` trains mini-batches with early stopping (all penalties stacked in one model), for
+    training sets too large to hold on the device; ``auto`` picks lbfgs up to 4 GiB of features.
+    The MLP head always trains with AdamW and early stopping."""
 
     head: str = "linear"
+    solver: str = "auto"
     hidden: tuple[int, ...] = (512,)
     dropout: float = 0.2
-    l2_penalties: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+    l2_penalties: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
     weight_decay: float = 1e-4
     lr: float = 3e-3
     max_epochs: int = 300
-    patience: int = 20
-    batch_size: int = 256
+    patience: int = 10
+    batch_size: int = 1024
     class_weight: str = "balanced"
     seed: int = 0
     val_fraction: float = 0.15
     test_fraction: float = 0.2
     missing: str = "drop"
     device: str = "auto"
+    sklearn_baseline: bool = True  # fit scikit-learn's LogisticRegression beside the head, for comparison
 
     def __post_init__(self):
         check_choice("head", self.head, ("linear", "mlp"))
         check_choice("class_weight", self.class_weight, ("balanced", "none"))
+        check_choice("solver", self.solver, ("auto", "lbfgs", "adamw"))
         check_choice("missing", self.missing, ("drop", "error"))
         if not self.l2_penalties or min(self.l2_penalties) < 0 or self.weight_decay < 0:
             raise ValueError("l2_penalties must be a non-empty list of values >= 0; weight_decay >= 0")
@@ -51,13 +60,37 @@ class HeadConfig:
 
 def train_head(feature_sets: list[str], overrides: dict | None = None, store: str | None = None,
                out: str | None = None, label: str = "label") -> dict:
-    """Train on one or more feature sets (joined on id); write the head; return its card."""
-    if label != "label":
-        raise MmfeatError(f"label column {label!r}: feature sets carry one label column, 'label'")
+    """Train on one or more feature sets (joined on id) for one target; write the head; return its card.
+
+    ``label`` is the ``label`` column or any other column of the dataset's manifest (kept in ``meta``).
+    """
+    return train_heads(feature_sets, [label], overrides, store, out)[0]
+
+
+def train_heads(feature_sets: list[str], labels: list[str] | tuple[str, ...] = ("label",),
+                overrides: dict | None = None, store: str | None = None, out: str | None = None) -> list[dict]:
+    """Multi-target: one head per label column on the same joined features (read once).
+
+    With several labels, ``out`` is a parent directory holding one head directory per label.
+    """
+    if not labels or len(set(labels)) != len(labels):
+        raise MmfeatError(f"labels must be distinct column names, got {list(labels)}")
     cfg = apply_overrides(HeadConfig, overrides)
     st = FeatureStore(store)
     sets = [st.resolve(spec) for spec in feature_sets]
-    data = load_head_data(sets, cfg.seed, cfg.val_fraction, cfg.test_fraction, cfg.missing)
+    joined = joined_table(sets, cfg.missing)
+    cards = []
+    for label in labels:
+        data = load_head_data(sets, cfg.seed, cfg.val_fraction, cfg.test_fraction, cfg.missing, label, joined)
+        name = "-".join(s.name.replace("/", "_") for s in sets) + (f"-{label}" if label != "label" else "") + \
+            f"-{cfg.head}-" + sha256_text(canonical_json({"sets": [s.config_id for s in sets], "label": label,
+                                                          "cfg": dataclasses.asdict(cfg)}))[:8]
+        head_dir = (os.path.join(out, label) if len(labels) > 1 else out) if out else _default_out(st, name)
+        cards.append(_train_one(sets, data, cfg, head_dir))
+    return cards
+
+
+def _train_one(sets, data, cfg: HeadConfig, head_dir: str) -> dict:
     if not len(data.val.y) or not len(data.test.y):
         raise MmfeatError(f"too few labelled rows to hold out validation and test data: {data.report['sizes']}")
     device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
@@ -72,10 +105,14 @@ def train_head(feature_sets: list[str], overrides: dict | None = None, store: st
         counts = np.bincount(data.train.y, minlength=k).astype(np.float64)
         weight = torch.tensor(len(data.train.y) / (k * np.maximum(counts, 1)), dtype=torch.float32, device=device)
     start = time.perf_counter()
-    fits = []
-    for l2 in cfg.l2_penalties:
-        model = _seeded_head(cfg, x.shape[1], k).to(device)
-        fits.append(fit_one(model, x, y, xv, yv, weight, l2, cfg, cfg.seed))
+    solver = cfg.solver if cfg.solver != "auto" else ("lbfgs" if x.numel() * 4 <= 4 << 30 else "adamw")
+    if cfg.head == "linear" and solver == "lbfgs":
+        fits = fit_linear_lbfgs(x, y, xv, yv, k, weight, cfg.l2_penalties)
+    elif cfg.head == "linear":
+        fits = fit_linear_sweep(x, y, xv, yv, k, weight, cfg.l2_penalties, cfg, cfg.seed)
+    else:
+        fits = [fit_one(_seeded_head(cfg, x.shape[1], k).to(device), x, y, xv, yv, weight, l2, cfg, cfg.seed)
+                for l2 in cfg.l2_penalties]
     best = min(fits, key=lambda f: (-f.val_accuracy, f.val_loss))
     seconds = time.perf_counter() - start
     best.model.cpu()
@@ -84,10 +121,11 @@ def train_head(feature_sets: list[str], overrides: dict | None = None, store: st
         proba = torch.softmax(best.model(torch.from_numpy(xt)), 1).numpy()
     metrics = classification_metrics(data.test.y, proba.argmax(1), data.classes)
     metrics["majority_baseline_accuracy"] = float(np.mean(data.test.y == np.bincount(data.train.y).argmax()))
-    metrics["sklearn_logreg"] = sklearn_baseline((data.train.x - mean) / std, data.train.y, xt, data.test.y,
-                                                 data.classes, cfg.class_weight)
+    if cfg.sklearn_baseline:
+        metrics["sklearn_logreg"] = sklearn_baseline((data.train.x - mean) / std, data.train.y, xt, data.test.y,
+                                                     data.classes, cfg.class_weight)
     card = {
-        "head": cfg.head, "config": dataclasses.asdict(cfg), "classes": data.classes,
+        "head": cfg.head, "label": data.report["label"], "config": dataclasses.asdict(cfg), "classes": data.classes,
         "feature_sets": [{"name": s.name, "config_id": s.config_id, "dim": s.dim} for s in sets],
         "dim": int(x.shape[1]), "standardization": {"mean": mean.tolist(), "std": std.tolist()},
         "selected": {"l2": best.l2, "epoch": best.epochs, "val_accuracy": best.val_accuracy,
@@ -95,10 +133,8 @@ def train_head(feature_sets: list[str], overrides: dict | None = None, store: st
         "sweep": [{"l2": f.l2, "val_accuracy": f.val_accuracy, "val_loss": f.val_loss,
                    "epochs": f.epochs} for f in fits],
         "data": data.report, "metrics": metrics, "train_seconds": round(seconds, 3), "device": device,
+        "solver": solver if cfg.head == "linear" else "adamw",
     }
-    name = "-".join(s.name.replace("/", "_") for s in sets) + f"-{cfg.head}-" + sha256_text(canonical_json(
-        {"sets": [s.config_id for s in sets], "cfg": dataclasses.asdict(cfg)}))[:8]
-    head_dir = out or _default_out(st, name)
     save_head(head_dir, best.model, card, best.curve, data.test.y, proba.argmax(1), data.classes)
     card["path"] = head_dir
     return card
@@ -110,7 +146,5 @@ def _seeded_head(cfg: HeadConfig, dim: int, k: int) -> torch.nn.Module:
 
 
 def _default_out(store: FeatureStore, name: str) -> str:
-    import os
-
     base = store.root if "://" not in store.uri else os.path.abspath("mmfeat-heads")
     return os.path.join(base, "_heads", name)

@@ -20,12 +20,12 @@ import pyarrow.parquet as pq
 from ..errors import StoreError
 from . import files
 from .reading import FeatureSetReader
-from .schema import PROVENANCE_KEY, REJECT_SCHEMA, feature_schema, parse_provenance
+from .schema import META_TYPE, PROVENANCE_KEY, REJECT_SCHEMA, feature_schema, parse_provenance
 
 SHARD_RE = re.compile(r"^[0-9a-f]{16}$")
 # Float features: no dictionary (it would win over and disable BYTE_STREAM_SPLIT), split bytes, zstd.
 # Measured in benchmarks/store_write.py (README): smaller files and faster reads than zstd alone.
-PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=["id", "label", "split", "source"],
+PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=["id", "label", "split", "source", "meta.key_value.key", "meta.key_value.value"],
                        use_byte_stream_split=["features.list.element", "frames.list.element.list.element"],
                        write_statistics=["id", "label", "split"])
 
@@ -128,12 +128,14 @@ def empty_rejects() -> pa.Table:
     return REJECT_SCHEMA.empty_table()
 
 
-def features_table(ids, labels, splits, sources, matrix: np.ndarray, frames=None) -> pa.Table:
-    """Build a feature table from arrays; ``matrix`` is float32 (n, dim)."""
+def features_table(ids, labels, splits, sources, matrix: np.ndarray, frames=None, meta=None) -> pa.Table:
+    """Build a feature table from arrays; ``matrix`` is float32 (n, dim); ``meta`` a
+    map<string, string> array of the manifest's other columns (null when absent)."""
     n, dim = matrix.shape
     flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1))
     columns = {"id": pa.array(ids, pa.string()), "label": pa.array(labels, pa.string()),
                "split": pa.array(splits, pa.string()), "source": pa.array(sources, pa.string()),
+               "meta": meta if meta is not None else pa.nulls(n, META_TYPE),
                "features": pa.FixedSizeListArray.from_arrays(flat, dim)}
     if frames is not None:
         columns["frames"] = frames

@@ -22,10 +22,14 @@ REJECT_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("stage
                            ("reason", pa.string()), ("message", pa.string())])
 
 
+META_TYPE = pa.map_(pa.string(), pa.string())
+
+
 def feature_schema(dim: int, frame_dim: int | None = None) -> pa.Schema:
-    """id, label, split, source, features (fixed_size_list<float32>[dim]) and optional frames."""
+    """id, label, split, source, meta (the manifest's other columns, as strings), features
+    (fixed_size_list<float32>[dim]) and optional frames."""
     fields = [pa.field("id", pa.string(), nullable=False), pa.field("label", pa.string()),
-              pa.field("split", pa.string()), pa.field("source", pa.string()),
+              pa.field("split", pa.string()), pa.field("source", pa.string()), pa.field("meta", META_TYPE),
               pa.field("features", pa.list_(pa.float32(), dim), nullable=False)]
     if frame_dim:
         fields.append(pa.field("frames", pa.list_(pa.list_(pa.float32(), frame_dim))))
