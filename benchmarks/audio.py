@@ -52,8 +52,8 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"cuda {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
     print(f"{'clips':14} {'backend':22} {'clips/s':>9} {'audio h/s':>10} {'vs librosa 1p':>14}")
-    # One-time start-up outside the timings: the decode workers' forkserver and librosa's process pool.
-    warm, _ = make_clips(os.path.join(tmp, "warm"), 16, 1.0)
+    # One-time start-up outside the timings: decode workers (a forkserver once threads exist) and librosa's pool.
+    warm, _ = make_clips(os.path.join(tmp, "warm"), 160, 1.0)  # enough to start decode workers
     for k, (_, overrides) in enumerate(backends):
         extract(warm, "audio", "spectral", overrides, store=os.path.join(tmp, f"store{k}"), dataset="warm", progress=False)
     for label, n, seconds in (("1 s", n_short, 1.0), ("10 s", n_long, 10.0)):

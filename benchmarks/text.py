@@ -2,9 +2,11 @@
 
 Run: .venv/bin/python benchmarks/text.py [N_TEXTS] [W2V_TOKENS]
 Texts are generated: news-length (30-80 words) and mixed lengths (5-400 words). In one run, with the
-same model, precision and batch size: pre-tokenized 64-token batches through the encoder (ceiling),
-`pipeline.extract` from a JSONL manifest into a fresh store (pipeline), and the classic loop (fp32,
-input order, padded to the longest text of each batch, one batch at a time) as the baseline.
+same model and batch size: pre-tokenized 64-token batches through the encoder at the pipeline's
+default precision (ceiling),
+`pipeline.extract` from a JSONL manifest into a fresh store (pipeline, at its default precision, and
+again at precision=fp32), and the classic loop (fp32, input order, padded to the longest text of each
+batch, one batch at a time) as the baseline.
 """
 from __future__ import annotations
 
@@ -96,15 +98,17 @@ def main() -> None:
           f"torch {torch.__version__}, batch {ext.batch_size}, {n} texts per set")
     c = ceiling(ext, n)
     print("naive-B: the naive loop at batch B (truncating at the model limit, so it does less work on long texts)")
-    print(f"{'texts':22} {'ceiling/s':>10} {'pipeline/s':>11} {'naive-16/s':>11} {'naive-128/s':>12} "
-          f"{'pipe/ceil':>10} {'pipe/naive-16':>14} {'pipe/naive-128':>15}")
+    print(f"{'texts':22} {'ceiling/s':>10} {'pipeline/s':>11} {'pipe fp32/s':>12} {'naive-16/s':>11} {'naive-128/s':>12} "
+          f"{'pipe/ceil':>10} {'pipe/naive-16':>14} {'pipe/naive-128':>15} {'fp32 pipe/naive-16':>19}")
     for label, lo, hi in (("news (30-80 words)", 30, 80), ("mixed (5-400 words)", 5, 400)):
         items = texts(n, lo, hi, seed=lo)
         # Best of two interleaved runs: this shared 2-core machine's speed drifts by tens of percent.
         p = max(pipeline_rate(items, tmp, f"{label.split()[0]}{k}") for k in range(2))
+        p32 = max(pipeline_rate(items, tmp, f"{label.split()[0]}fp32{k}", precision="fp32") for k in range(2))
         b16 = max(naive(ext, items, 16) for _ in range(2))
         b128 = max(naive(ext, items, 128) for _ in range(2))
-        print(f"{label:22} {c:10.1f} {p:11.1f} {b16:11.1f} {b128:12.1f} {p / c:10.2f} {p / b16:14.2f} {p / b128:15.2f}")
+        print(f"{label:22} {c:10.1f} {p:11.1f} {p32:12.1f} {b16:11.1f} {b128:12.1f} {p / c:10.2f} {p / b16:14.2f} "
+              f"{p / b128:15.2f} {p32 / b16:19.2f}", flush=True)
     word2vec(tmp, tokens)
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

@@ -7,6 +7,7 @@ from typing import Literal
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.events import emit_event
+from prefect.states import Completed
 from prefect.tasks import exponential_backoff
 
 from pipeline import extract as lib
@@ -15,7 +16,7 @@ from pipeline.errors import MmfeatError
 from flows.runners import task_runner
 
 GPU_TAG = "mmfeat-gpu"  # `prefect concurrency-limit create mmfeat-gpu 1` per GPU: never two shards on one GPU
-FEATURE_SET_EVENT = "mmfeat.feature-set.committed"
+FEATURE_SET_EVENT = "mmfeat.feature-set.committed"  # for automations on any feature set (rows, path in the payload)
 
 
 def _transient(state) -> bool:
@@ -87,4 +88,6 @@ def extract_flow(source: str, modality: Literal["image", "text", "audio"], extra
     emit_event(FEATURE_SET_EVENT, resource={"prefect.resource.id": f"mmfeat.feature-set.{summary['feature_set']}",
                                             "prefect.resource.name": summary["feature_set"]},
                payload={"rows": summary["rows"], "rejected": summary["rejected"], "path": summary["path"]})
-    return summary["feature_set"]
+    # The run's final state carries the id in its message: deployment triggers on
+    # prefect.flow-run.Completed pass it on as {{ flow_run.state.message }} (prefect.yaml).
+    return Completed(message=summary["feature_set"], data=summary["feature_set"])

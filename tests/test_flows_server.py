@@ -79,6 +79,13 @@ def test_deploy_run_extract_and_chained_train_head(server):
         assert heads and heads[0]["state_type"] == "COMPLETED", [(r["name"], r["state_type"], r["parameters"]) for r in runs]
         feature_set = heads[0]["parameters"]["feature_sets"]
         assert feature_set.startswith("sample-text/bert-")
+        # (the nightly schedules also created future runs of the extract deployments: not these)
+        (extract_run,) = [r for r in runs if "source" in r["parameters"] and r["state_type"] == "COMPLETED"]
+        assert extract_run["state"]["message"] == feature_set  # what the Completed trigger passed on
+        time.sleep(10)  # the completed train-head run must not trigger another one (the trigger matches flow extract)
+        runs = _api(f"{api}/flow_runs/filter", {"flow_runs": {"name": {}}})
+        started = [r for r in runs if "feature_sets" in r["parameters"] and r["state_type"] != "SCHEDULED"]
+        assert len(started) == 1, [(r["name"], r["state_type"], r["parameters"]) for r in runs]
         from pipeline.store import FeatureStore
 
         fs = FeatureStore(env["MMFEAT_STORE"]).resolve(feature_set)

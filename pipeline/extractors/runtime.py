@@ -22,11 +22,27 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 on CUDA, fp32 on the CPU."""
+def resolve_dtype(precision: str, device: torch.device, cpu_bf16: bool = False) -> torch.dtype:
+    """``auto``: bf16 on CUDA; on the CPU fp32, or bf16 where the extractor allows it (``cpu_bf16``) and
+    the CPU multiplies bf16 natively (AMX or AVX512-BF16).
+
+    Measured on a 2-core Xeon with AMX: MiniLM 1.6x faster than fp32 with embeddings at cosine
+    >= 0.99997 to fp32 ones (the text encoders opt in); EfficientNet-Lite0 2.3x faster but at cosine
+    0.990-0.997, so the CNN stays fp32 on the CPU unless ``precision=bf16`` is asked for.
+    """
     if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        if device.type == "cuda" or (device.type == "cpu" and cpu_bf16 and cpu_has_native_bf16()):
+            return torch.bfloat16
+        return torch.float32
     return _DTYPES[precision]
+
+
+def cpu_has_native_bf16() -> bool:
+    """AMX tiles or AVX512-BF16: bf16 matmuls run in hardware (without, autocast emulates them slowly)."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:  # older torch without these probes: stay with fp32
+        return False
 
 
 def autocast(device: torch.device, dtype: torch.dtype):
@@ -46,14 +62,26 @@ def worker_count(requested: int | None, device: torch.device, n_items: int, batc
 
 
 def loader_context():
-    """Multiprocessing context for decode workers: forkserver.
+    """Multiprocessing context for decode workers, from ``MMFEAT_MP_START`` (auto, fork, forkserver, spawn).
 
-    Plain fork copies the parent's threads' state; after an orchestrator (Prefect's engine, Dask's
-    client) has run in the same process, forked DataLoader workers were seen to die at start. The
-    forkserver is a clean process that imports the decoders once and forks workers cheaply.
+    ``auto`` forks when this process runs no other thread (tqdm's idle monitor aside): the fastest
+    start, and scripts need no ``if __name__ == "__main__"`` guard. With other threads alive (an
+    orchestrator's engine or client: Prefect, Dask), fork would copy locks held by those threads
+    (Python 3.12 warns about it), so workers come from a forkserver: a clean process that imports
+    the decoders once and forks workers from there.
     """
     import multiprocessing
+    import threading
 
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "pipeline.extractors.image.decode", "pipeline.extractors.audio.spectral"])
+    method = os.environ.get("MMFEAT_MP_START", "auto")
+    if method not in ("auto", "fork", "forkserver", "spawn"):
+        from ..errors import MmfeatError
+
+        raise MmfeatError(f"MMFEAT_MP_START must be auto, fork, forkserver or spawn; got {method!r}")
+    if method == "auto":
+        others = [t for t in threading.enumerate() if t is not threading.current_thread() and t.name != "tqdm_monitor"]
+        method = "forkserver" if others else "fork"
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["torch", "pipeline.extractors.image.decode", "pipeline.extractors.audio.spectral"])
     return ctx

@@ -64,7 +64,7 @@ class BertExtractor(Extractor):
         if not self.tokenizer.is_fast:
             raise MmfeatError(f"{self.model_dir}: no fast tokenizer (tokenizer.json) found")
         self.device = resolve_device(config.device)
-        self.dtype = resolve_dtype(config.precision, self.device)
+        self.dtype = resolve_dtype(config.precision, self.device, cpu_bf16=True)
         self.model = _load_encoder(AutoModel, self.model_dir).eval().requires_grad_(False).to(self.device)
         # Small batches stay in cache on the CPU (16 measured fastest); GPUs want large ones.
         self.batch_size = config.batch_size or (512 if self.device.type == "cuda" else 16)

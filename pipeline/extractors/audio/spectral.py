@@ -174,10 +174,7 @@ class SpectralExtractor(Extractor):
         if workers <= 1 or len(paths) < 4:
             return [_librosa_item(a) for a in args]
         if self._pool is None:
-            import multiprocessing
-
-            self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_warm_numba)
+            self._pool = ProcessPoolExecutor(workers, mp_context=loader_context(), initializer=_warm_numba)
         return list(self._pool.map(_librosa_item, args, chunksize=max(1, len(args) // (workers * 4))))
 
     def _torch_results(self, paths):
@@ -223,8 +220,12 @@ class SpectralExtractor(Extractor):
 
 
 def _warm_numba() -> None:
+    """Pool worker start: one thread per process (BLAS pools spin-wait and, one per process, would
+    oversubscribe the cores the pool already fills), then numba compiled once."""
     import librosa
+    from threadpoolctl import threadpool_limits
 
+    threadpool_limits(1)
     torch.set_num_threads(1)
     y = np.random.default_rng(0).standard_normal(4096).astype(np.float32)
     with warnings.catch_warnings():
