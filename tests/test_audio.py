@@ -105,3 +105,18 @@ def test_frame_sequences_are_stored(tmp_path, store):
     assert len(frames[0]) == table.schema.field("frames").type.value_type.list_size
     mean = np.asarray(frames).mean(0)
     np.testing.assert_allclose(mean, np.asarray(table["features"].to_pylist()[0]), rtol=1e-4, atol=1e-4)
+
+
+def test_mp3_and_flac_decode_like_librosa_load(tmp_path):
+    import librosa
+
+    from pipeline.extractors.audio.decode import load_clip
+
+    y = signals()["speech-like"].astype(np.float32)
+    for name, kwargs in (("a.mp3", {"format": "MP3", "subtype": "MPEG_LAYER_III"}), ("a.flac", {})):
+        path = str(tmp_path / name)
+        sf.write(path, y, 44100, **kwargs)
+        ours, sr = load_clip(path, SR, 0.0, False, None, False)
+        ref, _ = librosa.load(path, sr=SR)  # librosa's own loader: soundfile, then soxr_hq
+        assert sr == SR and ours.shape == ref.shape
+        assert np.abs(ours - ref).max() < 1e-5, name
