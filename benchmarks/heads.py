@@ -66,7 +66,7 @@ def sklearn_fit(x, y, xv, yv, xt, yt, cs) -> tuple[float, float, float]:
 
 def main() -> None:
     from pipeline.heads import HeadConfig, train_head
-    from pipeline.heads.data import load_head_data
+    from pipeline.heads.data import joined_table, load_head_data
     from pipeline.store import FeatureStore
 
     sizes = [int(a) for a in sys.argv[1:]] or [10_000, 100_000]
@@ -82,7 +82,8 @@ def main() -> None:
             name = write_set(store, x, y)
             card = train_head([name], {"sklearn_baseline": False, "solver": "lbfgs"}, store, os.path.join(tmp, f"head{n}"))
             ours_s, ours_acc = card["train_seconds"], card["metrics"]["accuracy"]
-            data = load_head_data([FeatureStore(store).resolve(name)], cfg.seed, cfg.val_fraction, cfg.test_fraction)
+            data = load_head_data(joined_table([FeatureStore(store).resolve(name)], cfg.missing), "label", cfg.seed,
+                                  cfg.val_fraction, cfg.test_fraction)
             mean, std = data.train.x.mean(0), np.maximum(data.train.x.std(0), 1e-6)
             z = [(s.x - mean) / std for s in (data.train, data.val, data.test)]
             one_s, one_acc, _ = sklearn_fit(z[0], data.train.y, z[1], data.val.y, z[2], data.test.y, [1.0])

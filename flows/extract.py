@@ -13,6 +13,7 @@ from prefect.tasks import exponential_backoff
 from pipeline import extract as lib
 from pipeline.errors import MmfeatError
 
+from flows.artifacts import artifact_key
 from flows.runners import task_runner
 
 GPU_TAG = "mmfeat-gpu"  # `prefect concurrency-limit create mmfeat-gpu 1` per GPU: never two shards on one GPU
@@ -56,12 +57,14 @@ def _run_shards(spec: lib.JobSpec, shards: list[lib.Shard]):
 
 
 def _uses_gpu(spec: lib.JobSpec) -> bool:
-    """Whether local shards will run on CUDA: only then do they take a slot of the GPU tag's limit.
-    A slot costs a database write per task; on a SQLite server sharing the CPU with the run, that
-    write was where the server answered 503 and the client stalled ~2 s per shard."""
-    import torch
+    """Whether local shards will run on CUDA (the extractor, loaded by the plan task in this process,
+    knows its device): only then do they take a slot of the GPU tag's limit. A slot costs a database
+    write per task; on a SQLite server sharing the CPU with the run, that write was where the server
+    answered 503 and the client stalled ~2 s per shard."""
+    from pipeline.registry import cached_extractor
 
-    return dict(spec.overrides).get("device", "auto") != "cpu" and torch.cuda.is_available()
+    device = getattr(cached_extractor(spec.extractor, dict(spec.overrides)), "device", None)
+    return getattr(device, "type", None) == "cuda"
 
 
 @task(name="summarize")
@@ -80,8 +83,7 @@ def extract_flow(source: str, modality: Literal["image", "text", "audio"], extra
     start = time.perf_counter()
     name, shards = plan_task(spec, shard_size)
     logger.info("%s: %d shard(s) to extract", name, len(shards))
-    key = "extract-progress-" + "".join(c if c.isalnum() else "-" for c in name.lower())[:80]
-    progress = create_progress_artifact(0.0, key=key, description=f"shards of {name}")
+    progress = create_progress_artifact(0.0, key=artifact_key("extract-progress", name), description=f"shards of {name}")
     for done, marker in enumerate(_run_shards(spec, shards), start=1):
         update_progress_artifact(progress, 100.0 * done / len(shards))
         logger.info("shard %s: %d rows, %d rejected", marker["shard"], marker["rows"], marker["rejected"])
@@ -94,7 +96,7 @@ def extract_flow(source: str, modality: Literal["image", "text", "audio"], extra
     rows = [{"feature_set": summary["feature_set"], "path": summary["path"], "rows": summary["rows"],
              "rejected": summary["rejected"], "processed": processed, "items_per_s": round(rate, 2)}]
     rows += [{"reject_reason": r, "count": c} for r, c in sorted(summary["rejects_by_reason"].items())]
-    create_table_artifact(rows, key=key.replace("progress", "summary"), description="extract summary")
+    create_table_artifact(rows, key=artifact_key("extract-summary", name), description="extract summary")
     emit_event(FEATURE_SET_EVENT, resource={"prefect.resource.id": f"mmfeat.feature-set.{summary['feature_set']}",
                                             "prefect.resource.name": summary["feature_set"]},
                payload={"rows": summary["rows"], "rejected": summary["rejected"], "path": summary["path"]})

@@ -7,6 +7,7 @@ from typing import Literal
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.artifacts import artifact_key
 from pipeline.heads import predict, train_heads
 
 
@@ -34,20 +35,20 @@ def train_head_flow(feature_sets: list[str] | str, label: str | list[str] = "lab
 
 
 def _publish(card: dict) -> None:
-    m, key = card["metrics"], card["label"].lower().replace("_", "-")
-    get_run_logger().info("head %s (%s): test accuracy %.4f macro-F1 %.4f", card["path"], card["label"],
+    m, label = card["metrics"], card["label"]
+    suffix = "" if label == "label" else label  # single-target runs keep the plain keys
+    get_run_logger().info("head %s (%s): test accuracy %.4f macro-F1 %.4f", card["path"], label,
                           m["accuracy"], m["macro_f1"])
     rows = [{"model": "head", "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}]
     if "sklearn_logreg" in m:
         rows.append({"model": "sklearn LogisticRegression", **{k: m["sklearn_logreg"][k] for k in ("accuracy", "macro_f1")}})
     rows.append({"model": "majority class", "accuracy": m["majority_baseline_accuracy"], "macro_f1": None})
-    create_table_artifact(rows, key=f"train-head-metrics-{key}"[:60] if card["label"] != "label" else "train-head-metrics",
-                          description=f"held-out test metrics ({card['label']})")
+    create_table_artifact(rows, key=artifact_key("train-head-metrics", suffix), description=f"held-out test metrics ({label})")
     with open(os.path.join(card["path"], "report.md")) as f:
-        report = f.read().replace("](confusion.png)", f"](file://{os.path.join(card['path'], 'confusion.png')})")
-    create_markdown_artifact(report.replace("](learning_curve.png)", f"](file://{os.path.join(card['path'], 'learning_curve.png')})"),
-                             key=f"train-head-report-{key}"[:60] if card["label"] != "label" else "train-head-report",
-                             description=f"head report ({card['label']})")
+        report = f.read()
+    for picture in ("confusion.png", "learning_curve.png"):
+        report = report.replace(f"]({picture})", f"](file://{os.path.join(card['path'], picture)})")
+    create_markdown_artifact(report, key=artifact_key("train-head-report", suffix), description=f"head report ({label})")
 
 
 @task(name="predict")

@@ -88,8 +88,9 @@ def run(argv: list[str] | None = None) -> int:
         heads = [{"head": c["path"], "label": c["label"], "metrics": c["metrics"]} for c in cards]
         if json_out:
             print(json.dumps(heads[0] if len(heads) == 1 else {"heads": heads}))
-        for card in [] if json_out else cards:
-            _print_head(card)
+        else:
+            for card in cards:
+                _print_head(card)
     elif args.command == "predict":
         from .heads import predict
 

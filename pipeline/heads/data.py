@@ -78,19 +78,19 @@ def label_values(table: pa.Table, name: str) -> np.ndarray:
     """Targets named ``name``: the ``label`` column, or another manifest column kept in ``meta``."""
     if name == "label":
         return np.array(table["label"].to_pylist(), dtype=object)
-    meta = table["meta"].combine_chunks() if table.num_rows else None
-    values = pc.map_lookup(meta, name, "first") if meta is not None else pa.array([], pa.string())
+    meta = table["meta"].combine_chunks()
+    values = pc.map_lookup(meta, name, "first")
     if values.null_count == len(values):
-        keys = sorted(set(meta.keys.to_pylist())) if meta is not None else []
+        keys = sorted(set(meta.keys.to_pylist()))
         raise MmfeatError(f"no label column {name!r} in the feature sets; available: {', '.join(['label'] + keys)}")
     return np.array(values.to_pylist(), dtype=object)
 
 
-def load_head_data(sets: list[FeatureSet], seed: int, val_fraction: float, test_fraction: float,
-                   missing: str = "drop", label: str = "label", joined=None) -> HeadData:
-    """Training, validation and test splits for one target (``label``); ``joined`` reuses a
-    :func:`joined_table` result across targets."""
-    table, x, report = joined if joined is not None else joined_table(sets, missing)
+def load_head_data(joined: tuple[pa.Table, np.ndarray, dict], label: str, seed: int, val_fraction: float,
+                   test_fraction: float) -> HeadData:
+    """Training, validation and test splits for one target (``label``) of a :func:`joined_table`
+    result, which several targets share."""
+    table, x, report = joined
     report = dict(report, label=label)
     labels = label_values(table, label)
     splits = np.array(table["split"].to_pylist(), dtype=object)

@@ -123,12 +123,8 @@ def fit_linear_sweep(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: tor
         _decay_on_plateau(opt, min(bad))
     fits = []
     for i, penalty in enumerate(l2s):
-        model = nn.Linear(dim, k).to(x.device)
-        with torch.no_grad():
-            model.weight.copy_(best_w[i].t())
-            model.bias.copy_(best_b[i])
-            acc = float((model(xv).argmax(1) == yv).float().mean()) if len(yv) else float("nan")
-        fits.append(Fit(model.eval(), penalty, float(best_loss[i]), acc, best_epoch[i], curves[i][:best_epoch[i] + cfg.patience]))
+        model, acc = _linear(best_w[i], best_b[i], xv, yv)
+        fits.append(Fit(model, penalty, float(best_loss[i]), acc, best_epoch[i], curves[i][:best_epoch[i] + cfg.patience]))
     return fits
 
 
@@ -137,8 +133,7 @@ def fit_linear_lbfgs(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: tor
     """Exact multinomial logistic regression for each L2 penalty: full-batch L-BFGS on the same
     objective as scikit-learn's lbfgs (C = 1/(l2·n)), strongest penalty first, each fit warm-started
     from the previous one (a regularization path). The curve is per objective evaluation."""
-    dim = x.shape[1]
-    w = torch.zeros(dim, k, device=x.device, requires_grad=True)
+    w = torch.zeros(x.shape[1], k, device=x.device, requires_grad=True)
     b = torch.zeros(k, device=x.device, requires_grad=True)
     loss_fn = nn.CrossEntropyLoss(weight=class_weight)
     fits = {}
@@ -150,19 +145,26 @@ def fit_linear_lbfgs(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: tor
         def objective():
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(x @ w + b, y)
-            (loss + 0.5 * l2 * w.square().sum()).backward()
+            total = loss + 0.5 * l2 * w.square().sum()
+            total.backward()
             with torch.no_grad():
                 curve.append((len(curve) + 1, float(loss), float(loss_fn(xv @ w + b, yv)) if len(yv) else float("nan")))
-            return loss + 0.5 * l2 * w.detach().square().sum()
+            return total.detach()
 
         opt.step(objective)
-        model = nn.Linear(dim, k).to(x.device)
-        with torch.no_grad():
-            model.weight.copy_(w.t())
-            model.bias.copy_(b)
-            acc = float((model(xv).argmax(1) == yv).float().mean()) if len(yv) else float("nan")
-        fits[l2] = Fit(model.eval(), l2, evaluate_loss(model, xv, yv, loss_fn), acc, len(curve), curve)
+        model, acc = _linear(w.detach(), b.detach(), xv, yv)
+        fits[l2] = Fit(model, l2, evaluate_loss(model, xv, yv, loss_fn), acc, len(curve), curve)
     return [fits[l2] for l2 in l2s]
+
+
+def _linear(w: torch.Tensor, b: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor) -> tuple[nn.Linear, float]:
+    """An ``nn.Linear`` holding weights ``w`` (dim, k) and bias ``b``, and its validation accuracy."""
+    model = nn.Linear(*w.shape).to(w.device)
+    with torch.no_grad():
+        model.weight.copy_(w.t())
+        model.bias.copy_(b)
+        acc = float((model(xv).argmax(1) == yv).float().mean()) if len(yv) else float("nan")
+    return model.eval(), acc
 
 
 PLATEAU_EPOCHS, PLATEAU_FACTOR = 3, 0.3

@@ -81,7 +81,7 @@ def train_heads(feature_sets: list[str], labels: list[str] | tuple[str, ...] = (
     joined = joined_table(sets, cfg.missing)
     cards = []
     for label in labels:
-        data = load_head_data(sets, cfg.seed, cfg.val_fraction, cfg.test_fraction, cfg.missing, label, joined)
+        data = load_head_data(joined, label, cfg.seed, cfg.val_fraction, cfg.test_fraction)
         name = "-".join(s.name.replace("/", "_") for s in sets) + (f"-{label}" if label != "label" else "") + \
             f"-{cfg.head}-" + sha256_text(canonical_json({"sets": [s.config_id for s in sets], "label": label,
                                                           "cfg": dataclasses.asdict(cfg)}))[:8]

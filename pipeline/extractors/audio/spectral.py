@@ -174,7 +174,7 @@ class SpectralExtractor(Extractor):
         if workers <= 1 or len(paths) < 4:
             return [_librosa_item(a) for a in args]
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(workers, mp_context=loader_context(), initializer=_warm_numba)
+            self._pool = ProcessPoolExecutor(workers, mp_context=loader_context(), initializer=_init_pool_worker)
         return list(self._pool.map(_librosa_item, args, chunksize=max(1, len(args) // (workers * 4))))
 
     def _torch_results(self, paths):
@@ -219,7 +219,7 @@ class SpectralExtractor(Extractor):
         return vectors, seqs
 
 
-def _warm_numba() -> None:
+def _init_pool_worker() -> None:
     """Pool worker start: one thread per process (BLAS pools spin-wait and, one per process, would
     oversubscribe the cores the pool already fills), then numba compiled once."""
     import librosa
