@@ -9,7 +9,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .tonal_torch import UnsupportedRate, estimate_tuning, harmonic, normalize, tonnetz
+
 AMIN = 1e-10
+
+
+def classic_config(cfg):
+    """``cfg`` with the parameters the classic193 recipe uses (librosa's defaults)."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, n_fft=2048, hop_length=512, n_mels=128, n_mfcc=40, fmin=0.0, fmax=None, htk=False,
+                               mel_norm="slaney", center=True, pad_mode="constant", top_db=80.0, tuning=0.0,
+                               contrast_fmin=200.0, contrast_bands=6)
 
 
 class TorchFrames:
@@ -28,6 +39,7 @@ class TorchFrames:
         self.bands = _contrast_bands(librosa.fft_frequencies(sr=sr, n_fft=cfg.n_fft), sr, cfg.contrast_fmin,
                                      cfg.contrast_bands)
         self.tiny = torch.finfo(dtype).tiny
+        self._chroma_banks: dict[float, torch.Tensor] = {}
 
     def n_frames(self, lengths: np.ndarray) -> np.ndarray:
         c = self.cfg
@@ -49,19 +61,27 @@ class TorchFrames:
         pooled = F.avg_pool1d(x[:, None, offset:], kernel, self.cfg.hop_length)[:, :, :width]
         return pooled * kernel
 
+    def batch(self, clips: list[np.ndarray]) -> torch.Tensor:
+        """Clips zero-padded into one (B, L) tensor on the device."""
+        batch = np.zeros((len(clips), max(len(y) for y in clips)), np.float64)
+        for i, y in enumerate(clips):
+            batch[i, : len(y)] = y
+        return torch.as_tensor(batch, dtype=self.dtype, device=self.device)
+
+    def magnitude(self, y: torch.Tensor, lengths: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """|STFT| (B, F, T) of a padded batch and its valid-frame mask (B, T)."""
+        c = self.cfg
+        spec = torch.stft(y, c.n_fft, c.hop_length, window=self.window, center=c.center, pad_mode=c.pad_mode,
+                          return_complex=True)
+        width = spec.shape[-1]
+        return spec.abs(), torch.as_tensor(np.arange(width)[None, :] < self.n_frames(lengths)[:, None], device=self.device)
+
     def compute(self, clips: list[np.ndarray], features: tuple[str, ...]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Frame features {name: (B, d, T)} and the valid-frame mask (B, T)."""
         c = self.cfg
         lengths = np.array([len(y) for y in clips])
-        batch = np.zeros((len(clips), lengths.max()), np.float64)
-        for i, y in enumerate(clips):
-            batch[i, : len(y)] = y
-        y = torch.as_tensor(batch, dtype=self.dtype, device=self.device)
-        spec = torch.stft(y, c.n_fft, c.hop_length, window=self.window, center=c.center, pad_mode=c.pad_mode,
-                          return_complex=True)
-        width = spec.shape[-1]
-        mask = torch.as_tensor(np.arange(width)[None, :] < self.n_frames(lengths)[:, None], device=self.device)
-        mag = spec.abs()
+        mag, mask = self.magnitude(self.batch(clips), lengths)
+        width = mag.shape[-1]
         power = mag.square()
         out: dict[str, torch.Tensor] = {}
         if "mfcc" in features or "mel" in features:
@@ -88,7 +108,36 @@ class TorchFrames:
         if "rms" in features:
             x = self._padded(clips, "constant", width)
             out["rms"] = (self._frame_sum(x.square(), c.n_fft, 0, width) / c.n_fft).clamp(min=0).sqrt()
+        if "tonnetz" in features:
+            ton, _ = tonnetz(clips, self.sr, c.hop_length, self.device, self.dtype)
+            out["tonnetz"] = F.pad(ton, (0, max(0, width - ton.shape[-1])))[..., :width]
         return out, mask
+
+    def classic193(self, clips: list[np.ndarray]) -> torch.Tensor:
+        """The classic 193-dim vector (see frames_librosa.classic193) for each clip: (B, 193).
+        Needs a config with librosa's defaults (``classic_config``)."""
+        lengths = np.array([len(y) for y in clips])
+        y = self.batch(clips)
+        mag, mask = self.magnitude(y, lengths)
+        power = mag.square()
+        mel = self.mel @ power
+        tunings = estimate_tuning(mag, mask, self.sr, 12)
+        chroma_fb = torch.stack([self._chroma_bank(float(t)) for t in tunings])
+        harm = harmonic(y, lengths).cpu().numpy()
+        ton, ton_mask = tonnetz([harm[i, :n] for i, n in enumerate(lengths)], self.sr, 512, self.device, self.dtype)
+        blocks = [(self.dct @ self.db(mel, mask, 80.0), mask),
+                  (normalize(torch.bmm(chroma_fb, mag), "inf"), mask),
+                  (mel, mask), (self.contrast(mag, mask), mask), (ton, ton_mask)]
+        return torch.cat([(x * m[:, None, :]).sum(-1) / m.sum(-1, keepdim=True) for x, m in blocks], dim=1)
+
+    def _chroma_bank(self, tuning: float) -> torch.Tensor:
+        if tuning not in self._chroma_banks:
+            import librosa
+
+            self._chroma_banks[tuning] = torch.as_tensor(
+                librosa.filters.chroma(sr=self.sr, n_fft=self.cfg.n_fft, tuning=tuning, n_chroma=12),
+                dtype=self.dtype, device=self.device)
+        return self._chroma_banks[tuning]
 
     def db(self, x: torch.Tensor, mask: torch.Tensor, top_db: float | None) -> torch.Tensor:
         """librosa.power_to_db(x, ref=1.0) with the top_db floor taken per clip over its own frames."""
@@ -125,7 +174,7 @@ def _contrast_bands(freq: np.ndarray, sr: int, fmin: float, n_bands: int) -> lis
     octa = np.zeros(n_bands + 2)
     octa[1:] = fmin * (2.0 ** np.arange(0, n_bands + 1))
     if np.any(octa[:-1] >= 0.5 * sr):
-        raise ValueError(f"contrast bands exceed Nyquist at sr={sr}: reduce contrast_fmin or contrast_bands")
+        raise UnsupportedRate(f"contrast bands exceed Nyquist at sr={sr}: reduce contrast_fmin or contrast_bands")
     bands = []
     for k, (lo, hi) in enumerate(zip(octa[:-1], octa[1:])):
         current = np.logical_and(freq >= lo, freq <= hi)

@@ -22,8 +22,9 @@ class SpectralConfig:
     """Audio features with librosa's parameters; frames pooled per clip with ``stats``.
 
     ``features``: mfcc, chroma (STFT, fixed ``tuning``), mel (dB), contrast, stft (centroid,
-    bandwidth, roll-off, flatness), zcr, rms, tonnetz (librosa backend only). ``stats``: mean,
-    std, min, max, p10, p25, p50, p75, p90. ``preset=classic193`` is the classic 193-dim recipe.
+    bandwidth, roll-off, flatness), zcr, rms, tonnetz (constant-Q chroma, tuning estimated per clip).
+    ``stats``: mean, std, min, max, p10, p25, p50, p75, p90. ``preset=classic193`` is the classic
+    193-dim recipe (its own fixed parameters: 2048/512 STFT, 128 mels, 40 MFCC, frame means).
     ``sr=None`` keeps each clip's native rate.
     """
 
@@ -67,10 +68,12 @@ class SpectralConfig:
             check_choice("stat", s, STATS)
         if not self.features or not self.stats:
             raise ValueError("features and stats must not be empty")
-        if "tonnetz" in self.features and self.backend == "torch":
-            raise ValueError("tonnetz (constant-Q chroma of the harmonic part) exists only with backend=librosa")
-        if self.preset == "classic193" and (self.backend != "librosa" or self.sr != 22050):
-            raise ValueError("preset=classic193 needs backend=librosa and sr=22050 (its tonnetz uses HPSS and a CQT)")
+        if "tonnetz" in self.features and not self.center:
+            raise ValueError("tonnetz needs center=True (its constant-Q frames are centred, as librosa's are)")
+        if self.preset == "classic193" and self.sr != 22050:
+            raise ValueError("preset=classic193 needs sr=22050 (the recipe loads audio at librosa's default rate)")
+        if self.preset is not None and self.frames:
+            raise ValueError("frames=true stores frame sequences of `features`; a preset has its own, fixed vector")
         if self.n_fft < 16 or self.hop_length < 1 or self.n_mels < 1 or not 1 <= self.n_mfcc <= self.n_mels:
             raise ValueError("need n_fft >= 16, hop_length >= 1, 1 <= n_mfcc <= n_mels")
 
@@ -198,24 +201,40 @@ class SpectralExtractor(Extractor):
                     chunk = clips[start:start + self.config.batch_size]
                     vectors, seqs = self._torch_batch([y for _, y in chunk], sr)
                     for k, (i, _) in enumerate(chunk):
-                        results[i] = (vectors[k], seqs[k] if seqs else None, None)
+                        if isinstance(vectors, Exception):
+                            results[i] = (None, None, vectors)
+                        else:
+                            results[i] = (vectors[k], seqs[k] if seqs else None, None)
         return results
 
     def _torch_batch(self, clips, sr):
-        from .frames_torch import TorchFrames
+        """Pooled vectors (and frame sequences) of same-rate clips; clips at a rate where the features
+        are undefined come back as rejects (an exception instance in place of the vectors)."""
+        from .frames_torch import TorchFrames, classic_config
+        from .tonal_torch import UnsupportedRate
 
-        if sr not in self._frames:
-            self._frames[sr] = TorchFrames(self.config, sr, self.device, self.dtype)
-        computer = self._frames[sr]
-        with torch.inference_mode():
-            frames, mask = computer.compute(clips, self.config.features)
-            stacked = torch.cat([frames[f] for f in self.config.features], dim=1)
-            pooled = pool_torch(stacked, mask, self.config.stats, [frame_dims(self.config)[f] for f in self.config.features])
-            vectors = pooled.float().cpu().numpy()
-            seqs = None
-            if self.config.frames:
-                lengths = mask.sum(1).cpu().numpy()
-                seqs = [stacked[k, :, :n].T.float().cpu().numpy() for k, n in enumerate(lengths)]
+        try:
+            if sr not in self._frames:
+                cfg = classic_config(self.config) if self.config.preset == "classic193" else self.config
+                self._frames[sr] = TorchFrames(cfg, sr, self.device, self.dtype)
+            with torch.inference_mode():
+                return self._torch_pooled(self._frames[sr], clips)
+        except UnsupportedRate as exc:
+            from ...errors import BadInput
+
+            return BadInput("unsupported_rate", f"{exc} (sr={sr})", stage="features"), None
+
+    def _torch_pooled(self, computer, clips):
+        if self.config.preset == "classic193":
+            return computer.classic193(clips).float().cpu().numpy(), None
+        frames, mask = computer.compute(clips, self.config.features)
+        stacked = torch.cat([frames[f] for f in self.config.features], dim=1)
+        pooled = pool_torch(stacked, mask, self.config.stats, [frame_dims(self.config)[f] for f in self.config.features])
+        vectors = pooled.float().cpu().numpy()
+        seqs = None
+        if self.config.frames:
+            lengths = mask.sum(1).cpu().numpy()
+            seqs = [stacked[k, :, :n].T.float().cpu().numpy() for k, n in enumerate(lengths)]
         return vectors, seqs
 
 
