@@ -25,29 +25,31 @@ class UnsupportedRate(ValueError):
     """The transform is undefined at this sample rate (librosa raises ParameterError there)."""
 
 
-def _reflect_index(n: torch.Tensor, width: int, size: int, device) -> torch.Tensor:
-    """Indices (len(n), size, width) of a centred window of ``width`` at each position < size, with
-    scipy.ndimage's 'reflect' extension (d c b a | a b c d | d c b a) about each row's own length n."""
-    half = width // 2
-    pos = torch.arange(size, device=device)[:, None] + torch.arange(-half, half + 1, device=device)[None, :]
-    n = n.to(device)[:, None, None].clamp(min=1)
-    m = torch.remainder(pos[None], 2 * n)
+def _reflect_pad_index(n: torch.Tensor, size: int, half: int, device) -> torch.Tensor:
+    """Indices (len(n), size + 2*half) padding an axis by ``half`` each side with scipy.ndimage's
+    'reflect' extension (d c b a | a b c d | d c b a), about each row's own length n."""
+    pos = torch.arange(-half, size + half, device=device)[None, :]
+    n = n.to(device)[:, None].clamp(min=1)
+    m = torch.remainder(pos, 2 * n)
     return torch.where(m >= n, 2 * n - 1 - m, m)
 
 
 def _median_filters(mag: torch.Tensor, frames: torch.Tensor, kernel: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """scipy median_filter along time (1 x kernel) and along frequency (kernel x 1), mode='reflect'."""
+    """scipy median_filter along time (1 x kernel) and along frequency (kernel x 1), mode='reflect';
+    time is reflected at each clip's own last frame."""
     b, f, t = mag.shape
+    half = kernel // 2
     harm = torch.empty_like(mag)
     perc = torch.empty_like(mag)
-    time_idx = _reflect_index(frames, kernel, t, mag.device)  # (B, T, k)
-    freq_idx = _reflect_index(torch.tensor([f]), kernel, f, mag.device)[0]  # (F, k)
-    step = max(1, int(2 ** 27 // max(1, f * t * kernel)))  # bound the (B, F, T, k) gather to ~0.5 GB
+    time_idx = _reflect_pad_index(frames, t, half, mag.device)  # (B, T + 2*half)
+    freq_idx = _reflect_pad_index(torch.tensor([f]), f, half, mag.device)[0]
+    step = max(1, int(2 ** 27 // max(1, f * t * kernel)))  # bounds the (B, F, T, kernel) windows to ~0.5 GB
     for s in range(0, b, step):
         m = mag[s:s + step]
-        idx = time_idx[s:s + step].reshape(len(m), 1, t * kernel).expand(-1, f, -1)
-        harm[s:s + step] = m.gather(2, idx).view(len(m), f, t, kernel).median(-1).values
-        perc[s:s + step] = m[:, freq_idx, :].median(2).values
+        padded = m.gather(2, time_idx[s:s + step, None, :].expand(-1, f, -1))
+        harm[s:s + step] = padded.unfold(2, kernel, 1).median(-1).values
+        padded = m.transpose(1, 2)[:, :, freq_idx]  # window along the last, contiguous axis
+        perc[s:s + step] = padded.unfold(2, kernel, 1).median(-1).values.transpose(1, 2)
     return harm, perc
 
 
