@@ -21,7 +21,7 @@ from .errors import MmfeatError
 from .inputs import Dataset, load_dataset, resolve_paths, sorted_ids, text_hash
 from .registry import DEFAULT_EXTRACTOR, MODALITIES, Extractor, ItemBatch, cached_extractor, extractor_class
 from .store import FeatureSet, FeatureStore, features_table, make_provenance
-from .store.schema import REJECT_SCHEMA
+from .store.schema import META_TYPE, REJECT_SCHEMA
 
 DEFAULT_SHARD_SIZE = 8192
 
@@ -118,10 +118,12 @@ def run_shard(job: Job, shard: Shard) -> dict[str, Any]:
     good = np.array([i for i in range(len(ids)) if i not in bad], dtype=np.int64)
     result = job.extractor.extract(ItemBatch([ids[i] for i in good], [inputs[i] for i in good], job.dataset.kind))
     kept = good[result.ok]
-    features = features_table(rows["id"].take(kept), rows["label"].take(kept), rows["split"].take(kept),
+    row_ids, meta = rows["id"].take(kept), rows["meta"].take(kept).combine_chunks()
+    if result.segments is not None:
+        row_ids, meta = _segment_rows(row_ids, meta, kept, result.segments)
+    features = features_table(row_ids, rows["label"].take(kept), rows["split"].take(kept),
                               pa.array(stored_source).take(kept), result.features,
-                              _frames(result.sequences) if result.sequences is not None else None,
-                              rows["meta"].take(kept).combine_chunks())
+                              _frames(result.sequences) if result.sequences is not None else None, meta)
     rejects = [(i, e.stage, e.reason, e.message) for i, e in bad.items()]
     rejects += [(int(good[r.index]), r.stage, r.reason, r.message) for r in result.rejects]
     rejects.sort()
@@ -130,7 +132,7 @@ def run_shard(job: Job, shard: Shard) -> dict[str, Any]:
                              "message": [r[3][:2000] for r in rejects]}, schema=REJECT_SCHEMA)
     seconds = time.perf_counter() - start
     return job.feature_set.write_shard(shard.shard_id, features, reject_table, len(ids),
-                                       {"seconds": round(seconds, 4)})
+                                       {"seconds": round(seconds, 4)}, items=len(np.unique(kept)))
 
 
 def plan(spec: JobSpec, shard_size: int = DEFAULT_SHARD_SIZE) -> tuple[str, list[Shard]]:
@@ -147,6 +149,16 @@ def extract_shard(spec: JobSpec, shard: Shard) -> dict[str, Any]:
 def summarize(spec: JobSpec) -> dict[str, Any]:
     """The committed feature set's summary (rows, rejects by reason, shards, provenance)."""
     return open_job(spec).feature_set.summary()
+
+
+def _segment_rows(ids: pa.Array, meta: pa.Array, kept: np.ndarray, segments: np.ndarray) -> tuple[pa.Array, pa.Array]:
+    """Rows of items cut into segments: ids ``<id>#<k>``, and ``clip`` (the item's id), ``start_s``
+    and ``end_s`` added to each row's meta (heads keep a clip's segments in one split)."""
+    k = np.arange(len(kept)) - np.searchsorted(kept, kept)  # rows of one item are contiguous, items ascending
+    seg_ids = pc.binary_join_element_wise(ids, pa.array(k.astype(str)), "#")
+    maps = [dict(m or ()) | {"clip": c, "start_s": f"{a:.3f}", "end_s": f"{b:.3f}"}
+            for m, c, (a, b) in zip(meta.to_pylist(), ids.to_pylist(), segments)]
+    return seg_ids, pa.array([list(m.items()) for m in maps], META_TYPE)
 
 
 def _frames(sequences: list[np.ndarray]) -> pa.Array:

@@ -57,12 +57,15 @@ class Reject:
 
 @dataclasses.dataclass
 class BatchResult:
-    """Features of the accepted items (``ok`` indexes into the batch) and the rejects."""
+    """Features of the accepted items (``ok`` indexes into the batch) and the rejects. An item cut
+    into several segments (audio windows) has one row per segment: its index repeats in ``ok``,
+    and ``segments`` gives each row's (start, end) in seconds."""
 
     features: np.ndarray  # float32 (len(ok), dim)
     ok: np.ndarray  # int64 indices into the batch
     rejects: list[Reject]
     sequences: list[np.ndarray] | None = None  # optional frame-level (t, d) arrays, aligned with ok
+    segments: np.ndarray | None = None  # optional float (len(ok), 2) start/end seconds
 
     def __post_init__(self):
         n = len(self.ok)

@@ -148,3 +148,43 @@ def test_mp3_and_flac_decode_like_librosa_load(tmp_path):
         ref, _ = librosa.load(path, sr=SR)  # librosa's own loader: soundfile, then soxr_hq
         assert sr == SR and ours.shape == ref.shape
         assert np.abs(ours - ref).max() < 1e-5, name
+
+
+def test_long_clips_split_into_windows_one_row_each(tmp_path, store):
+    import pyarrow.compute as pc
+
+    from pipeline.extract import extract
+    from pipeline.heads.data import _stratified
+    from pipeline.store import FeatureStore
+
+    rng = np.random.default_rng(3)
+    sf.write(tmp_path / "long.wav", rng.normal(0, 0.1, int(2.5 * 16000)).astype(np.float32), 16000)
+    sf.write(tmp_path / "short.wav", rng.normal(0, 0.1, 8000).astype(np.float32), 16000)
+    batch = ItemBatch(["long", "short"], [str(tmp_path / "long.wav"), str(tmp_path / "short.wav")])
+    split = dict(sr=16000, max_duration=1.0, long_clips="split", stats=("mean",))
+    a = SpectralExtractor(SpectralConfig(**split)).extract(batch)
+    b = SpectralExtractor(SpectralConfig(backend="librosa", num_workers=0, **split)).extract(batch)
+    # 2.5 s in 1-s windows back to back, the last one ending at the clip's end; the 0.5-s clip whole
+    assert list(a.ok) == list(b.ok) == [0, 0, 0, 1]
+    np.testing.assert_allclose(a.segments, [[0, 1], [1, 2], [1.5, 2.5], [0, 0.5]])
+    assert np.linalg.norm(a.features - b.features) / np.linalg.norm(b.features) < TOL["float32"]
+    crop = SpectralExtractor(SpectralConfig(sr=16000, max_duration=1.0, stats=("mean",))).extract(batch)
+    np.testing.assert_allclose(crop.features[0], a.features[0], rtol=1e-5, atol=1e-5)  # window 0 = the cropped clip
+    overlap = SpectralExtractor(SpectralConfig(window_hop=0.5, **split)).extract(batch)
+    np.testing.assert_allclose(overlap.segments[:, 0], [0, 0.5, 1.0, 1.5, 0])
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,path,label\nlong,long.wav,x\nshort,short.wav,y\n")
+    s = extract(str(manifest), "audio", "spectral", {"sr": "16000", "max_duration": "1", "long_clips": "split"},
+                store=store)
+    table = FeatureStore(store).resolve(s["feature_set"]).table().sort_by("id")
+    assert table["id"].to_pylist() == ["long#0", "long#1", "long#2", "short#0"]
+    assert pc.map_lookup(table["meta"], "clip", "first").to_pylist() == ["long", "long", "long", "short"]
+    assert pc.map_lookup(table["meta"], "start_s", "first").to_pylist() == ["0.000", "1.000", "1.500", "0.000"]
+    # heads choose whole clips for a split: windows of one recording never straddle train and test
+    groups = np.repeat(np.arange(20), 5).astype(str)
+    y = np.repeat(np.arange(20) % 2, 5)
+    chosen = _stratified(y, 0.3, np.random.default_rng(0), groups)
+    assert all(len(set(chosen[groups == g])) == 1 for g in np.unique(groups)) and chosen.sum() == 30
+    with pytest.raises(ValueError, match="max_duration"):
+        SpectralConfig(long_clips="split")

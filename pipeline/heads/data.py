@@ -63,8 +63,12 @@ def joined_table(sets: list[FeatureSet], missing: str) -> tuple[pa.Table, np.nda
     return base, np.concatenate(parts, axis=1), report
 
 
-def _stratified(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Mask choosing ``fraction`` of each class (at least one when the class has two or more)."""
+def _stratified(y: np.ndarray, fraction: float, rng: np.random.Generator, groups: np.ndarray | None = None) -> np.ndarray:
+    """Mask choosing ``fraction`` of each class (at least one when the class has two or more).
+    With ``groups`` (the clip that audio windows were cut from), whole groups are chosen."""
+    if groups is not None:
+        keys, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+        return _stratified(y[first], fraction, rng)[inverse]
     mask = np.zeros(len(y), bool)
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
@@ -95,11 +99,17 @@ def load_head_data(joined: tuple[pa.Table, np.ndarray, dict], label: str, seed: 
     labels = label_values(table, label)
     splits = np.array(table["split"].to_pylist(), dtype=object)
     ids = np.array(table["id"].to_pylist(), dtype=object)
+    clips = pc.map_lookup(table["meta"].combine_chunks(), "clip", "first")
+    groups = np.array(clips.to_pylist(), dtype=object) if clips.null_count < len(clips) else None
+    if groups is not None:
+        groups = np.where(groups == None, ids, groups).astype(str)  # noqa: E711 (element-wise)
+        report["grouped_by"] = "clip (segments of one clip stay in one split)"
     has_label = np.array([v is not None for v in labels], dtype=bool)
     report["unlabelled_dropped"] = int((~has_label).sum())
     if not has_label.any():
         raise MmfeatError(f"no labelled rows: the feature sets carry no {label!r} values")
     x, labels, splits, ids = x[has_label], labels[has_label], splits[has_label], ids[has_label]
+    groups = groups[has_label] if groups is not None else None
     classes = sorted(set(labels))
     if len(classes) < 2:
         raise MmfeatError(f"a single class ({classes[0]!r}): a classifier needs at least two")
@@ -112,17 +122,18 @@ def load_head_data(joined: tuple[pa.Table, np.ndarray, dict], label: str, seed: 
             raise MmfeatError("the split column has no 'test' rows: metrics must come from held-out data")
         if not (splits == "val").any():
             train_idx = np.flatnonzero(splits == "train")
-            carve = _stratified(y[train_idx], val_fraction, rng)
+            carve = _stratified(y[train_idx], val_fraction, rng, groups[train_idx] if groups is not None else None)
             splits = splits.copy()
             splits[train_idx[carve]] = "val"
             report["val_carved_from_train"] = int(carve.sum())
     else:
         report["split_source"] = f"stratified random (seed {seed})"
         splits = np.full(len(y), "train", dtype=object)
-        test = _stratified(y, test_fraction, rng)
+        test = _stratified(y, test_fraction, rng, groups)
         splits[test] = "test"
         rest = np.flatnonzero(~test)
-        splits[rest[_stratified(y[rest], val_fraction / (1 - test_fraction), rng)]] = "val"
+        splits[rest[_stratified(y[rest], val_fraction / (1 - test_fraction), rng,
+                                groups[rest] if groups is not None else None)]] = "val"
     parts = {s: Split(x[splits == s], y[splits == s], ids[splits == s]) for s in ("train", "val", "test")}
     if len(np.unique(parts["train"].y)) < 2:
         raise MmfeatError("the train split holds fewer than two classes")

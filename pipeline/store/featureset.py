@@ -75,10 +75,12 @@ class FeatureSet(FeatureSetReader):
         return files.exists(self.fs, files.join(self.path, "_done", f"{shard}.json"))
 
     def write_shard(self, shard: str, features: pa.Table, rejects: pa.Table, n_in: int,
-                    stats: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Commit one shard: staging file, footer check, atomic rename, then the done marker."""
-        if features.num_rows + rejects.num_rows != n_in:
-            raise StoreError(f"shard {shard}: {n_in} inputs but {features.num_rows} rows + "
+                    stats: dict[str, Any] | None = None, items: int | None = None) -> dict[str, Any]:
+        """Commit one shard: staging file, footer check, atomic rename, then the done marker.
+        ``items``: inputs that produced rows, when an input can yield several (audio windows)."""
+        items = features.num_rows if items is None else items
+        if items + rejects.num_rows != n_in:
+            raise StoreError(f"shard {shard}: {n_in} inputs but {items} with rows + "
                              f"{rejects.num_rows} rejects")
         meta = {PROVENANCE_KEY: json.dumps(self.manifest, sort_keys=True).encode()}
         self._write_parquet(self.shard_path(shard), features.cast(self.schema()).replace_schema_metadata(meta))
@@ -87,7 +89,7 @@ class FeatureSet(FeatureSetReader):
         if rejects.num_rows:
             for row in rejects.group_by("reason").aggregate([("id", "count")]).to_pylist():
                 reasons[row["reason"]] = row["id_count"]
-        marker = {"shard": shard, "rows": features.num_rows, "rejected": rejects.num_rows, "n_in": n_in,
+        marker = {"shard": shard, "rows": features.num_rows, "items": items, "rejected": rejects.num_rows, "n_in": n_in,
                   "rejects_by_reason": reasons, "config_id": self.config_id, **(stats or {})}
         files.write_json_atomic(self.fs, files.join(self.path, "_done", f"{shard}.json"), marker)
         return marker

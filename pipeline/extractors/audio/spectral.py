@@ -25,7 +25,10 @@ class SpectralConfig:
     bandwidth, roll-off, flatness), zcr, rms, tonnetz (constant-Q chroma, tuning estimated per clip).
     ``stats``: mean, std, min, max, p10, p25, p50, p75, p90. ``preset=classic193`` is the classic
     193-dim recipe (its own fixed parameters: 2048/512 STFT, 128 mels, 40 MFCC, frame means).
-    ``sr=None`` keeps each clip's native rate.
+    ``sr=None`` keeps each clip's native rate. Clips longer than ``max_duration`` seconds are cropped
+    (``long_clips=crop``) or split (``split``) into windows of ``max_duration`` every ``window_hop``
+    seconds (default: back to back; the last window ends at the clip's end), one row per window
+    with id ``<id>#<k>`` and ``clip``, ``start_s``, ``end_s`` in the row's meta.
     """
 
     features: tuple[str, ...] = ("mfcc", "chroma", "mel", "contrast", "stft", "zcr", "rms")
@@ -50,6 +53,8 @@ class SpectralConfig:
     min_duration: float = 0.0
     pad_short: bool = False
     max_duration: float | None = None
+    long_clips: str = "crop"
+    window_hop: float | None = None
     reject_silence: bool = False
     frames: bool = False
     precision: str = "float32"
@@ -62,6 +67,11 @@ class SpectralConfig:
         check_choice("precision", self.precision, ("float32", "float64"))
         check_choice("preset", self.preset, (None, "classic193"))
         check_choice("pad_mode", self.pad_mode, ("constant", "reflect"))
+        check_choice("long_clips", self.long_clips, ("crop", "split"))
+        if self.long_clips == "split" and self.max_duration is None:
+            raise ValueError("long_clips=split needs max_duration (the window length in seconds)")
+        if self.max_duration is not None and self.max_duration <= 0 or self.window_hop is not None and self.window_hop <= 0:
+            raise ValueError("max_duration and window_hop must be > 0 seconds")
         for f in self.features:
             check_choice("feature", f, FEATURES)
         for s in self.stats:
@@ -90,33 +100,59 @@ def _decode_item(args):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return load_clip(path, cfg.sr, cfg.min_duration, cfg.pad_short, cfg.max_duration, cfg.reject_silence), None
+            crop = cfg.max_duration if cfg.long_clips == "crop" else None
+            return load_clip(path, cfg.sr, cfg.min_duration, cfg.pad_short, crop, cfg.reject_silence), None
     except BadInput as err:
         return None, err
 
 
+def clip_windows(n: int, sr: int, cfg: SpectralConfig) -> np.ndarray:
+    """Sample offsets (start, end) of the windows a clip of ``n`` samples is cut into: one window
+    (the clip) unless ``long_clips=split``; full-length windows, the last one ending at the clip's end."""
+    if cfg.long_clips != "split" or n <= int(cfg.max_duration * sr):
+        return np.array([[0, n]])
+    width = int(cfg.max_duration * sr)
+    hop = max(1, int((cfg.window_hop or cfg.max_duration) * sr))
+    starts = list(range(0, n - width + 1, hop))
+    if starts[-1] + width < n:
+        starts.append(n - width)
+    return np.array([[s, s + width] for s in starts])
+
+
 def _librosa_item(args):
-    """Decode and compute one clip with librosa (runs in a worker process)."""
+    """Decode and compute one clip (each of its windows) with librosa (runs in a worker process):
+    (vectors (n_windows, dim), frame sequences or None, error, window offsets in samples, rate)."""
     from ...errors import BadInput
-    from .frames_librosa import classic193, librosa_frames
 
     (decoded, err), (_, cfg) = _decode_item(args), args
     if err is not None:
-        return None, None, err
+        return None, None, err, None, None
     y, sr = decoded
+    windows = clip_windows(len(y), sr, cfg)
+    vectors, seqs = [], []
+    for start, end in windows:
+        try:
+            vector, seq = _librosa_window(y[start:end], sr, cfg)
+        except Exception as exc:  # librosa raises ParameterError for e.g. tonnetz bins above Nyquist at 8 kHz
+            if type(exc).__name__ == "ParameterError":
+                return None, None, BadInput("unsupported_rate", f"{exc} (sr={sr})", stage="features"), None, None
+            raise
+        vectors.append(vector)
+        seqs.append(seq)
+    return np.stack(vectors), (seqs if cfg.frames else None), None, windows, sr
+
+
+def _librosa_window(y: np.ndarray, sr: int, cfg: SpectralConfig):
+    from .frames_librosa import classic193, librosa_frames
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short clips: n_fft > len warns; centered padding still defines them
         if cfg.preset == "classic193":
-            return classic193(y, sr).astype(np.float32), None, None
-        try:
-            frames = librosa_frames(y.astype(np.float64) if cfg.precision == "float64" else y, sr, cfg, cfg.features)
-        except Exception as exc:  # librosa raises ParameterError for e.g. tonnetz bins above Nyquist at 8 kHz
-            if type(exc).__name__ == "ParameterError":
-                return None, None, BadInput("unsupported_rate", f"{exc} (sr={sr})", stage="features")
-            raise
+            return classic193(y, sr).astype(np.float32), None
+        frames = librosa_frames(y.astype(np.float64) if cfg.precision == "float64" else y, sr, cfg, cfg.features)
     stacked = np.concatenate([frames[f] for f in cfg.features]).astype(np.float64)
     return pool_numpy(stacked, cfg.stats, [frame_dims(cfg)[f] for f in cfg.features]).astype(np.float32), \
-        (stacked.T.astype(np.float32) if cfg.frames else None), None
+        (stacked.T.astype(np.float32) if cfg.frames else None)
 
 
 class _Clips(torch.utils.data.Dataset):
@@ -163,11 +199,15 @@ class SpectralExtractor(Extractor):
             results = self._librosa_results(batch.sources)
         else:
             results = self._torch_results(batch.sources)
-        ok = [i for i, (vec, _, err) in enumerate(results) if err is None]
-        rejects = [Reject.from_error(i, err) for i, (_, _, err) in enumerate(results) if err is not None]
-        features = np.stack([results[i][0] for i in ok]) if ok else np.zeros((0, self.dim), np.float32)
-        sequences = [results[i][1] for i in ok] if self.config.frames else None
-        return BatchResult(features.astype(np.float32), np.array(ok, np.int64), rejects, sequences)
+        good = [i for i, r in enumerate(results) if r[2] is None]
+        rejects = [Reject.from_error(i, r[2]) for i, r in enumerate(results) if r[2] is not None]
+        ok = np.array([i for i in good for _ in range(len(results[i][0]))], np.int64)
+        features = np.concatenate([results[i][0] for i in good]) if good else np.zeros((0, self.dim), np.float32)
+        sequences = [s for i in good for s in results[i][1]] if self.config.frames else None
+        segments = None
+        if self.config.long_clips == "split":
+            segments = np.concatenate([results[i][3] / results[i][4] for i in good]) if good else np.zeros((0, 2))
+        return BatchResult(features.astype(np.float32), ok, rejects, sequences, segments)
 
     def _librosa_results(self, paths):
         from concurrent.futures import ProcessPoolExecutor
@@ -191,20 +231,27 @@ class SpectralExtractor(Extractor):
             good = [(i, d) for i, d, e in items if e is None]
             for i, _, err in items:
                 if err is not None:
-                    results[i] = (None, None, err)
+                    results[i] = (None, None, err, None, None)
             by_rate: dict[int, list] = {}
+            windows = {}
             for i, (y, sr) in good:
-                by_rate.setdefault(sr, []).append((i, y))
+                windows[i] = clip_windows(len(y), sr, self.config)
+                by_rate.setdefault(sr, []).extend((i, w, y[a:b]) for w, (a, b) in enumerate(windows[i]))
+            done: dict[int, list] = {}
             for sr, clips in by_rate.items():
-                clips.sort(key=lambda c: len(c[1]))  # similar lengths batch together: less padding
+                clips.sort(key=lambda c: len(c[2]))  # similar lengths batch together: less padding
                 for start in range(0, len(clips), self.config.batch_size):
                     chunk = clips[start:start + self.config.batch_size]
-                    vectors, seqs = self._torch_batch([y for _, y in chunk], sr)
-                    for k, (i, _) in enumerate(chunk):
-                        if isinstance(vectors, Exception):
-                            results[i] = (None, None, vectors)
-                        else:
-                            results[i] = (vectors[k], seqs[k] if seqs else None, None)
+                    vectors, seqs = self._torch_batch([y for _, _, y in chunk], sr)
+                    for k, (i, w, _) in enumerate(chunk):
+                        rows = done.setdefault(i, [None] * len(windows[i]))
+                        rows[w] = vectors if isinstance(vectors, Exception) else (vectors[k], seqs[k] if seqs else None)
+            for i, (_, sr) in good:
+                failed = [r for r in done[i] if isinstance(r, Exception)]
+                if failed:
+                    results[i] = (None, None, failed[0], None, None)
+                else:
+                    results[i] = (np.stack([v for v, _ in done[i]]), [q for _, q in done[i]], None, windows[i], sr)
         return results
 
     def _torch_batch(self, clips, sr):
