@@ -45,16 +45,18 @@ class TorchFrames:
         c = self.cfg
         return 1 + lengths // c.hop_length if c.center else 1 + np.maximum(lengths - c.n_fft, 0) // c.hop_length
 
-    def _padded(self, clips: list[np.ndarray], mode: str, width: int) -> torch.Tensor:
-        """Each clip padded by n_fft//2 with ``mode`` (librosa's zcr/rms framing), zero-filled to one length."""
+    def _padded(self, y: torch.Tensor, lengths: np.ndarray, mode: str, width: int) -> torch.Tensor:
+        """Each clip of the batch padded by n_fft//2 with ``mode`` (constant or edge: librosa's
+        zcr/rms framing), then zeros, to one length; built on the device by one gather."""
         c = self.cfg
         pad = c.n_fft // 2 if c.center else 0
-        total = max((width - 1) * c.hop_length + c.n_fft, max(len(y) + 2 * pad for y in clips))
-        out = np.zeros((len(clips), total), np.float64 if self.dtype == torch.float64 else np.float32)
-        for i, y in enumerate(clips):
-            padded = np.pad(y, pad, mode=mode) if pad else y
-            out[i, : len(padded)] = padded
-        return torch.as_tensor(out, device=self.device)
+        total = max((width - 1) * c.hop_length + c.n_fft, y.shape[1] + 2 * pad)
+        if mode == "constant":
+            return F.pad(y, (pad, total - pad - y.shape[1]))
+        n = torch.as_tensor(lengths, device=y.device)[:, None]
+        pos = torch.arange(total, device=y.device)[None, :] - pad
+        x = y.gather(1, torch.minimum(pos.clamp(min=0), n - 1))
+        return torch.where(pos < n + pad, x, torch.zeros_like(x))
 
     def _frame_sum(self, x: torch.Tensor, kernel: int, offset: int, width: int) -> torch.Tensor:
         """Sum over each frame's window [t*hop + offset, t*hop + offset + kernel): (B, 1, T)."""
@@ -80,7 +82,8 @@ class TorchFrames:
         """Frame features {name: (B, d, T)} and the valid-frame mask (B, T)."""
         c = self.cfg
         lengths = np.array([len(y) for y in clips])
-        mag, mask = self.magnitude(self.batch(clips), lengths)
+        y = self.batch(clips)
+        mag, mask = self.magnitude(y, lengths)
         width = mag.shape[-1]
         power = mag.square()
         out: dict[str, torch.Tensor] = {}
@@ -100,13 +103,13 @@ class TorchFrames:
             out["stft"] = self.stft_stats(mag)
         if "zcr" in features:
             # A crossing at m compares samples m-1 and m; a frame counts crossings at its positions 1..n_fft-1.
-            x = self._padded(clips, "edge", width)
+            x = self._padded(y, lengths, "edge", width)
             sign = torch.signbit(torch.where(x.abs() <= 1e-10, torch.zeros_like(x), x))
             crossing = torch.zeros_like(x)
             crossing[:, 1:] = (sign[:, 1:] != sign[:, :-1]).to(x.dtype)
             out["zcr"] = self._frame_sum(crossing, c.n_fft - 1, 1, width).round() / c.n_fft
         if "rms" in features:
-            x = self._padded(clips, "constant", width)
+            x = self._padded(y, lengths, "constant", width)
             out["rms"] = (self._frame_sum(x.square(), c.n_fft, 0, width) / c.n_fft).clamp(min=0).sqrt()
         if "tonnetz" in features:
             ton, _ = tonnetz(clips, self.sr, c.hop_length, self.device, self.dtype)
@@ -150,23 +153,31 @@ class TorchFrames:
     def contrast(self, mag: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         peaks, valleys = [], []
         for rows, k in self.bands:
-            band = mag[:, rows, :]  # topk: only the k extremes are needed, not a full sort
+            band = mag[:, rows[0]:rows[-1] + 1, :]  # a slice, not a copy; topk: only the k extremes, no full sort
             valleys.append(band.topk(k, dim=1, largest=False).values.mean(1))
             peaks.append(band.topk(k, dim=1).values.mean(1))
         return self.db(torch.stack(peaks, 1), mask, 80.0) - self.db(torch.stack(valleys, 1), mask, 80.0)
 
     def stft_stats(self, mag: torch.Tensor) -> torch.Tensor:
-        """Spectral centroid, bandwidth (p=2), roll-off (85%) and flatness per frame."""
-        total = mag.sum(1, keepdim=True)
-        norm = mag / torch.where(total < self.tiny, torch.ones_like(total), total)
-        centroid = (self.freq * norm).sum(1, keepdim=True)
-        bandwidth = (norm * (self.freq - centroid).square()).sum(1, keepdim=True).sqrt()
-        cumulative = mag.cumsum(1)
-        reached = cumulative >= 0.85 * cumulative[:, -1:, :]
-        rolloff = torch.where(reached, self.freq.expand_as(mag), torch.full_like(mag, float("inf"))).amin(1, keepdim=True)
-        thresh = mag.square().clamp(min=AMIN)
-        flatness = thresh.log().mean(1, keepdim=True).exp() / thresh.mean(1, keepdim=True)
-        return torch.cat([centroid, bandwidth, rolloff, flatness], dim=1)
+        """Spectral centroid, bandwidth (p=2), roll-off (85%) and flatness per frame. Centroid and
+        bandwidth come from two matrix-vector products (first and second moments of frequency, in
+        float64: the second moment minus the squared centroid cancels digits), roll-off from the
+        count of bins below 85% of the cumulative magnitude."""
+        spec = mag.transpose(1, 2)  # (B, T, F); torch.stft's output is laid out frequency-fastest
+        total = spec.sum(-1, keepdim=True).double()
+        empty = total < self.tiny
+        total = torch.where(empty, torch.ones_like(total), total)
+        freq = self.freq[0, :, 0].double()
+        wide = spec.double()
+        centroid = (wide @ freq)[..., None] / total
+        spread = ((wide @ freq.square())[..., None] / total - centroid.square()).clamp(min=0).sqrt()
+        centroid, spread = (torch.where(empty, torch.zeros_like(x), x).to(mag.dtype) for x in (centroid, spread))
+        cumulative = spec.cumsum(-1)
+        below = (cumulative < 0.85 * cumulative[..., -1:]).sum(-1, keepdim=True)
+        rolloff = self.freq[0, :, 0][below.clamp(max=spec.shape[-1] - 1)]
+        power = spec.square().clamp(min=AMIN)
+        flatness = power.log().mean(-1, keepdim=True).exp() / power.mean(-1, keepdim=True)
+        return torch.cat([centroid, spread, rolloff, flatness], dim=-1).transpose(1, 2)
 
 
 def _contrast_bands(freq: np.ndarray, sr: int, fmin: float, n_bands: int) -> list[tuple[np.ndarray, int]]:
@@ -186,5 +197,6 @@ def _contrast_bands(freq: np.ndarray, sr: int, fmin: float, n_bands: int) -> lis
         rows = np.flatnonzero(current)
         if k < n_bands:
             rows = rows[:-1]
+        assert np.array_equal(rows, np.arange(rows[0], rows[-1] + 1))  # contiguous: contrast slices them
         bands.append((rows, int(max(np.rint(0.02 * current.sum()), 1))))
     return bands
