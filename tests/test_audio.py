@@ -188,3 +188,40 @@ def test_long_clips_split_into_windows_one_row_each(tmp_path, store):
     assert all(len(set(chosen[groups == g])) == 1 for g in np.unique(groups)) and chosen.sum() == 30
     with pytest.raises(ValueError, match="max_duration"):
         SpectralConfig(long_clips="split")
+
+
+def test_m4a_decodes_through_audioread_with_ffmpeg_and_is_rejected_without(tmp_path, monkeypatch):
+    """AAC in MP4 (libsndfile cannot read it): decoded like librosa.load's audioread fallback when an
+    ffmpeg is on PATH (imageio-ffmpeg's binary, a dev dependency), a clear reject when none is."""
+    import subprocess
+
+    import audioread
+    import imageio_ffmpeg
+    import librosa
+
+    from pipeline.errors import BadInput
+    from pipeline.extractors.audio.decode import load_clip
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ffmpeg").symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
+    t = np.arange(16000) / 16000
+    sf.write(tmp_path / "a.wav", (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), 16000)
+    subprocess.run([str(bin_dir / "ffmpeg"), "-loglevel", "error", "-i", str(tmp_path / "a.wav"), "-c:a", "aac",
+                    str(tmp_path / "a.m4a")], check=True)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    audioread.available_backends(flush_cache=True)
+    try:
+        y, sr = load_clip(str(tmp_path / "a.m4a"), 22050, 0.0, False, None, False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # librosa deprecates its audioread fallback, and still uses it
+            ref, _ = librosa.load(str(tmp_path / "a.m4a"), sr=22050)
+        assert sr == 22050 and len(y) == len(ref) and np.abs(y - ref).max() < 1e-5
+        monkeypatch.setenv("PATH", "/nonexistent")
+        audioread.available_backends(flush_cache=True)
+        with pytest.raises(BadInput, match="ffmpeg") as err:
+            load_clip(str(tmp_path / "a.m4a"), 22050, 0.0, False, None, False)
+        assert err.value.reason == "unsupported_format"
+    finally:
+        monkeypatch.undo()
+        audioread.available_backends(flush_cache=True)

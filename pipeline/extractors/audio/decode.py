@@ -29,6 +29,23 @@ def _wav_truncated(path: str) -> str | None:
             f.seek(length + (length & 1), os.SEEK_CUR)
 
 
+def _audioread(path: str, soundfile_error: str) -> tuple[np.ndarray, int]:
+    """Formats libsndfile cannot read (AAC/M4A, WMA, ...) through audioread, as librosa.load falls
+    back to it: ffmpeg (or GStreamer/Core Audio) when one is installed. (frames, channels) float32."""
+    import audioread
+
+    try:
+        with audioread.audio_open(path, backends=audioread.available_backends()) as f:
+            rate, channels = f.samplerate, f.channels
+            pcm = b"".join(f)
+    except (audioread.DecodeError, OSError, EOFError) as exc:
+        hint = " (no ffmpeg found: install it to decode this format)" if isinstance(exc, audioread.NoBackendError) else ""
+        raise BadInput("unsupported_format", f"soundfile: {soundfile_error}; audioread: "
+                                             f"{type(exc).__name__} {exc}{hint}") from None
+    samples = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0  # librosa's buf_to_float of 16-bit PCM
+    return samples[: len(samples) // channels * channels].reshape(-1, channels), rate
+
+
 def load_clip(path: str, sr: int | None, min_duration: float, pad_short: bool, max_duration: float | None,
               reject_silence: bool) -> tuple[np.ndarray, int]:
     """Mono float32 samples at ``sr`` (native rate when None), as ``librosa.load`` would give them."""
@@ -43,14 +60,15 @@ def load_clip(path: str, sr: int | None, min_duration: float, pad_short: bool, m
     if problem:
         raise BadInput("truncated", problem)
     try:
-        info = sf.info(path)
+        declared = sf.info(path).frames
         y, native = sf.read(path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise BadInput("unsupported_format", str(exc)) from None
+        y, native = _audioread(path, str(exc))
+        declared = 0
     if len(y) == 0:
         raise BadInput("no_audio", "the file holds no samples (header only)")
-    if info.frames not in (len(y), 0) and info.frames > 0 and info.frames != len(y):
-        raise BadInput("truncated", f"header declares {info.frames} frames, decoded {len(y)}")
+    if declared > 0 and declared != len(y):
+        raise BadInput("truncated", f"header declares {declared} frames, decoded {len(y)}")
     if not np.isfinite(y).all():
         raise BadInput("non_finite", f"{int((~np.isfinite(y)).sum())} NaN or inf samples", stage="validate")
     y = y.mean(axis=1) if y.shape[1] > 1 else y[:, 0]
