@@ -79,22 +79,25 @@ def _read_manifest(path: str) -> pa.Table:
 
 
 def _scan_folder(root: str) -> pa.Table:
+    """Every file below ``root`` (hidden ones aside): the label is the first folder under the root
+    (under the split folder when the top level is train/val/test), so deeper layouts such as
+    ``speaker/chapter/file`` are labelled by speaker; files with no label folder above them are
+    kept unlabelled, not skipped."""
     top = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
     has_splits = bool(top) and all(_SPLIT_ALIASES.get(d, d) in SPLITS for d in top)
     rel_paths, labels, splits = [], [], []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        parts = os.path.relpath(dirpath, root).split(os.sep)
-        depth = 0 if parts == ["."] else len(parts)
-        if depth != (2 if has_splits else 1):
-            continue
+        parts = [] if os.path.samefile(dirpath, root) else os.path.relpath(dirpath, root).split(os.sep)
+        label_at = 1 if has_splits else 0
         for fname in sorted(f for f in filenames if not f.startswith(".")):
             rel_paths.append("/".join(parts + [fname]))
-            labels.append(parts[-1])
-            splits.append(_SPLIT_ALIASES.get(parts[0], parts[0]) if has_splits else None)
+            labels.append(parts[label_at] if len(parts) > label_at else None)
+            splits.append(_SPLIT_ALIASES.get(parts[0], parts[0]) if has_splits and parts else None)
     if not rel_paths:
         raise MmfeatError(f"no files found in {root}: expected root/<label>/<file> or root/<split>/<label>/<file>")
-    return pa.table({"id": rel_paths, "path": rel_paths, "label": labels, "split": pa.array(splits, pa.string())})
+    return pa.table({"id": rel_paths, "path": rel_paths, "label": pa.array(labels, pa.string()),
+                     "split": pa.array(splits, pa.string())})
 
 
 def _normalize(table: pa.Table, kind: str, where: str) -> pa.Table:

@@ -53,6 +53,14 @@ def test_folder_layouts_with_and_without_splits(tmp_path):
     assert sorted(ds.table["label"].to_pylist()) == ["a", "a", "b", "b"]
     flat = load_dataset(str(tmp_path / "s" / "train"), name="flat")
     assert flat.table["split"].null_count == 2 and flat.name == "flat"
+    # deeper layouts (speaker/chapter/file) are labelled by their first folder; loose files stay, unlabelled
+    deep = tmp_path / "speech" / "spk1" / "ch7"
+    deep.mkdir(parents=True)
+    (deep / "u1.flac").write_text("x")
+    (tmp_path / "speech" / "loose.wav").write_text("x")
+    table = load_dataset(str(tmp_path / "speech")).table.sort_by("id")
+    assert table["id"].to_pylist() == ["loose.wav", "spk1/ch7/u1.flac"]
+    assert table["label"].to_pylist() == [None, "spk1"]
 
 
 def test_manifest_formats_agree(tmp_path):
