@@ -119,8 +119,8 @@ def run_shard(job: Job, shard: Shard) -> dict[str, Any]:
     result = job.extractor.extract(ItemBatch([ids[i] for i in good], [inputs[i] for i in good], job.dataset.kind))
     kept = good[result.ok]
     row_ids, meta = rows["id"].take(kept), rows["meta"].take(kept).combine_chunks()
-    if result.segments is not None:
-        row_ids, meta = _segment_rows(row_ids, meta, kept, result.segments)
+    if result.segments is not None or result.row_meta is not None:
+        row_ids, meta = _with_row_meta(row_ids, meta, kept, result.segments, result.row_meta)
     features = features_table(row_ids, rows["label"].take(kept), rows["split"].take(kept),
                               pa.array(stored_source).take(kept), result.features,
                               _frames(result.sequences) if result.sequences is not None else None, meta)
@@ -151,14 +151,21 @@ def summarize(spec: JobSpec) -> dict[str, Any]:
     return open_job(spec).feature_set.summary()
 
 
-def _segment_rows(ids: pa.Array, meta: pa.Array, kept: np.ndarray, segments: np.ndarray) -> tuple[pa.Array, pa.Array]:
-    """Rows of items cut into segments: ids ``<id>#<k>``, and ``clip`` (the item's id), ``start_s``
-    and ``end_s`` added to each row's meta (heads keep a clip's segments in one split)."""
-    k = np.arange(len(kept)) - np.searchsorted(kept, kept)  # rows of one item are contiguous, items ascending
-    seg_ids = pc.binary_join_element_wise(ids, pa.array(k.astype(str)), "#")
-    maps = [dict(m or ()) | {"clip": c, "start_s": f"{a:.3f}", "end_s": f"{b:.3f}"}
-            for m, c, (a, b) in zip(meta.to_pylist(), ids.to_pylist(), segments)]
-    return seg_ids, pa.array([list(m.items()) for m in maps], META_TYPE)
+def _with_row_meta(ids: pa.Array, meta: pa.Array, kept: np.ndarray, segments: np.ndarray | None,
+                   extra: list[dict[str, str]] | None) -> tuple[pa.Array, pa.Array]:
+    """Rows that say more than their manifest row: ``extra`` entries merged into each row's meta; for
+    items cut into segments, ids ``<id>#<k>`` and ``clip`` (the item's id), ``start_s``, ``end_s``
+    (heads keep a clip's segments in one split)."""
+    original = meta.to_pylist()
+    maps = [dict(m or ()) for m in original]
+    for m, more in zip(maps, extra or ()):
+        m.update(more)
+    if segments is not None:
+        k = np.arange(len(kept)) - np.searchsorted(kept, kept)  # rows of one item are contiguous, items ascending
+        for m, clip, (a, b) in zip(maps, ids.to_pylist(), segments):
+            m.update(clip=clip, start_s=f"{a:.3f}", end_s=f"{b:.3f}")
+        ids = pc.binary_join_element_wise(ids, pa.array(k.astype(str)), "#")
+    return ids, pa.array([None if o is None and not m else list(m.items()) for o, m in zip(original, maps)], META_TYPE)
 
 
 def _frames(sequences: list[np.ndarray]) -> pa.Array:

@@ -66,6 +66,7 @@ class BatchResult:
     rejects: list[Reject]
     sequences: list[np.ndarray] | None = None  # optional frame-level (t, d) arrays, aligned with ok
     segments: np.ndarray | None = None  # optional float (len(ok), 2) start/end seconds
+    row_meta: list[dict[str, str]] | None = None  # optional entries added to each row's meta
 
     def __post_init__(self):
         n = len(self.ok)

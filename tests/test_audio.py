@@ -144,7 +144,7 @@ def test_mp3_and_flac_decode_like_librosa_load(tmp_path):
     for name, kwargs in (("a.mp3", {"format": "MP3", "subtype": "MPEG_LAYER_III"}), ("a.flac", {})):
         path = str(tmp_path / name)
         sf.write(path, y, 44100, **kwargs)
-        ours, sr = load_clip(path, SR, 0.0, False, None, False)
+        ours, sr, _ = load_clip(path, SR, 0.0, False, None, False)
         ref, _ = librosa.load(path, sr=SR)  # librosa's own loader: soundfile, then soxr_hq
         assert sr == SR and ours.shape == ref.shape
         assert np.abs(ours - ref).max() < 1e-5, name
@@ -188,6 +188,11 @@ def test_long_clips_split_into_windows_one_row_each(tmp_path, store):
     assert all(len(set(chosen[groups == g])) == 1 for g in np.unique(groups)) and chosen.sum() == 30
     with pytest.raises(ValueError, match="max_duration"):
         SpectralConfig(long_clips="split")
+    # clips padded up to min_duration say so in their rows' meta
+    s = extract(str(manifest), "audio", "spectral", {"sr": "16000", "min_duration": "1", "pad_short": "true"},
+                store=store)
+    table = FeatureStore(store).resolve(s["feature_set"]).table().sort_by("id")
+    assert pc.map_lookup(table["meta"], "padded_from_s", "first").to_pylist() == [None, "0.500"]
 
 
 def test_m4a_decodes_through_audioread_with_ffmpeg_and_is_rejected_without(tmp_path, monkeypatch):
@@ -212,7 +217,7 @@ def test_m4a_decodes_through_audioread_with_ffmpeg_and_is_rejected_without(tmp_p
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     audioread.available_backends(flush_cache=True)
     try:
-        y, sr = load_clip(str(tmp_path / "a.m4a"), 22050, 0.0, False, None, False)
+        y, sr, _ = load_clip(str(tmp_path / "a.m4a"), 22050, 0.0, False, None, False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # librosa deprecates its audioread fallback, and still uses it
             ref, _ = librosa.load(str(tmp_path / "a.m4a"), sr=22050)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import NamedTuple
 
 import numpy as np
 
@@ -46,8 +47,14 @@ def _audioread(path: str, soundfile_error: str) -> tuple[np.ndarray, int]:
     return samples[: len(samples) // channels * channels].reshape(-1, channels), rate
 
 
+class Clip(NamedTuple):
+    samples: np.ndarray  # mono float32
+    rate: int
+    padded_from: float | None  # seconds of real audio when padded up to min_duration, else None
+
+
 def load_clip(path: str, sr: int | None, min_duration: float, pad_short: bool, max_duration: float | None,
-              reject_silence: bool) -> tuple[np.ndarray, int]:
+              reject_silence: bool) -> Clip:
     """Mono float32 samples at ``sr`` (native rate when None), as ``librosa.load`` would give them."""
     import soundfile as sf
     import soxr
@@ -77,10 +84,12 @@ def load_clip(path: str, sr: int | None, min_duration: float, pad_short: bool, m
     rate = sr or native
     if max_duration is not None and len(y) > int(max_duration * rate):
         y = y[: int(max_duration * rate)]
+    padded_from = None
     if len(y) < int(min_duration * rate):
         if not pad_short:
             raise BadInput("too_short", f"{len(y) / rate:.3f} s < min_duration={min_duration} s", stage="validate")
+        padded_from = len(y) / rate
         y = np.pad(y, (0, int(min_duration * rate) - len(y)))
     if reject_silence and float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) < 1e-4:
         raise BadInput("silent", "RMS below -80 dBFS", stage="validate")
-    return np.ascontiguousarray(y, dtype=np.float32), rate
+    return Clip(np.ascontiguousarray(y, dtype=np.float32), rate, padded_from)

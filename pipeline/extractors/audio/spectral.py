@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from ...config import check_choice, runtime_field
-from ...registry import BatchResult, Extractor, ItemBatch, Reject, register_extractor
+from ...registry import BatchResult, Extractor, ItemBatch, register_extractor
 from ..runtime import loader_context, resolve_device, worker_count
+from .clips import ClipResult, assemble, clip_windows
 from .decode import load_clip
 from .pooling import STATS, pool_numpy, pool_torch
 
@@ -106,28 +107,14 @@ def _decode_item(args):
         return None, err
 
 
-def clip_windows(n: int, sr: int, cfg: SpectralConfig) -> np.ndarray:
-    """Sample offsets (start, end) of the windows a clip of ``n`` samples is cut into: one window
-    (the clip) unless ``long_clips=split``; full-length windows, the last one ending at the clip's end."""
-    if cfg.long_clips != "split" or n <= int(cfg.max_duration * sr):
-        return np.array([[0, n]])
-    width = int(cfg.max_duration * sr)
-    hop = max(1, int((cfg.window_hop or cfg.max_duration) * sr))
-    starts = list(range(0, n - width + 1, hop))
-    if starts[-1] + width < n:
-        starts.append(n - width)
-    return np.array([[s, s + width] for s in starts])
-
-
-def _librosa_item(args):
-    """Decode and compute one clip (each of its windows) with librosa (runs in a worker process):
-    (vectors (n_windows, dim), frame sequences or None, error, window offsets in samples, rate)."""
+def _librosa_item(args) -> ClipResult:
+    """Decode and compute one clip (each of its windows) with librosa (runs in a worker process)."""
     from ...errors import BadInput
 
     (decoded, err), (_, cfg) = _decode_item(args), args
     if err is not None:
-        return None, None, err, None, None
-    y, sr = decoded
+        return ClipResult(error=err)
+    y, sr, padded_from = decoded
     windows = clip_windows(len(y), sr, cfg)
     vectors, seqs = [], []
     for start, end in windows:
@@ -135,11 +122,11 @@ def _librosa_item(args):
             vector, seq = _librosa_window(y[start:end], sr, cfg)
         except Exception as exc:  # librosa raises ParameterError for e.g. tonnetz bins above Nyquist at 8 kHz
             if type(exc).__name__ == "ParameterError":
-                return None, None, BadInput("unsupported_rate", f"{exc} (sr={sr})", stage="features"), None, None
+                return ClipResult(error=BadInput("unsupported_rate", f"{exc} (sr={sr})", stage="features"))
             raise
         vectors.append(vector)
         seqs.append(seq)
-    return np.stack(vectors), (seqs if cfg.frames else None), None, windows, sr
+    return ClipResult(np.stack(vectors), seqs, windows, sr, padded_from)
 
 
 def _librosa_window(y: np.ndarray, sr: int, cfg: SpectralConfig):
@@ -199,15 +186,7 @@ class SpectralExtractor(Extractor):
             results = self._librosa_results(batch.sources)
         else:
             results = self._torch_results(batch.sources)
-        good = [i for i, r in enumerate(results) if r[2] is None]
-        rejects = [Reject.from_error(i, r[2]) for i, r in enumerate(results) if r[2] is not None]
-        ok = np.array([i for i in good for _ in range(len(results[i][0]))], np.int64)
-        features = np.concatenate([results[i][0] for i in good]) if good else np.zeros((0, self.dim), np.float32)
-        sequences = [s for i in good for s in results[i][1]] if self.config.frames else None
-        segments = None
-        if self.config.long_clips == "split":
-            segments = np.concatenate([results[i][3] / results[i][4] for i in good]) if good else np.zeros((0, 2))
-        return BatchResult(features.astype(np.float32), ok, rejects, sequences, segments)
+        return assemble(results, self.dim, self.config.frames, self.config.long_clips == "split")
 
     def _librosa_results(self, paths):
         from concurrent.futures import ProcessPoolExecutor
@@ -231,10 +210,10 @@ class SpectralExtractor(Extractor):
             good = [(i, d) for i, d, e in items if e is None]
             for i, _, err in items:
                 if err is not None:
-                    results[i] = (None, None, err, None, None)
+                    results[i] = ClipResult(error=err)
             by_rate: dict[int, list] = {}
             windows = {}
-            for i, (y, sr) in good:
+            for i, (y, sr, _) in good:
                 windows[i] = clip_windows(len(y), sr, self.config)
                 by_rate.setdefault(sr, []).extend((i, w, y[a:b]) for w, (a, b) in enumerate(windows[i]))
             done: dict[int, list] = {}
@@ -246,12 +225,13 @@ class SpectralExtractor(Extractor):
                     for k, (i, w, _) in enumerate(chunk):
                         rows = done.setdefault(i, [None] * len(windows[i]))
                         rows[w] = vectors if isinstance(vectors, Exception) else (vectors[k], seqs[k] if seqs else None)
-            for i, (_, sr) in good:
+            for i, (_, sr, padded_from) in good:
                 failed = [r for r in done[i] if isinstance(r, Exception)]
                 if failed:
-                    results[i] = (None, None, failed[0], None, None)
+                    results[i] = ClipResult(error=failed[0])
                 else:
-                    results[i] = (np.stack([v for v, _ in done[i]]), [q for _, q in done[i]], None, windows[i], sr)
+                    results[i] = ClipResult(np.stack([v for v, _ in done[i]]), [q for _, q in done[i]], windows[i], sr,
+                                            padded_from)
         return results
 
     def _torch_batch(self, clips, sr):
