@@ -67,7 +67,7 @@ def _stratified(y: np.ndarray, fraction: float, rng: np.random.Generator, groups
     """Mask choosing ``fraction`` of each class (at least one when the class has two or more).
     With ``groups`` (the clip that audio windows were cut from), whole groups are chosen."""
     if groups is not None:
-        keys, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+        _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
         return _stratified(y[first], fraction, rng)[inverse]
     mask = np.zeros(len(y), bool)
     for c in np.unique(y):

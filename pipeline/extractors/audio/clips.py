@@ -43,9 +43,7 @@ def assemble(results: list[ClipResult], dim: int, frames: bool, split: bool) -> 
     ok = np.array([i for i in good for _ in range(len(results[i].vectors))], np.int64)
     features = np.concatenate([results[i].vectors for i in good]) if good else np.zeros((0, dim), np.float32)
     sequences = [s for i in good for s in results[i].sequences] if frames else None
-    segments = np.concatenate([results[i].windows / results[i].rate for i in good]) if split and good else None
-    if split and not good:
-        segments = np.zeros((0, 2))
+    segments = np.concatenate([results[i].windows / results[i].rate for i in good] + [np.zeros((0, 2))]) if split else None
     row_meta = None
     if any(results[i].padded_from is not None for i in good):
         row_meta = [{} if results[i].padded_from is None else {"padded_from_s": f"{results[i].padded_from:.3f}"}

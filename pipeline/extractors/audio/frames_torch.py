@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .tonal_torch import UnsupportedRate, estimate_tuning, harmonic, normalize, tonnetz
+from .tonal_torch import (PIPTRACK_N_FFT, UnsupportedRate, estimate_tuning, harmonic, normalize, pad_batch, tonnetz,
+                          tuning_spectrum)
 
 AMIN = 1e-10
 
@@ -65,10 +66,7 @@ class TorchFrames:
 
     def batch(self, clips: list[np.ndarray]) -> torch.Tensor:
         """Clips zero-padded into one (B, L) tensor on the device."""
-        batch = np.zeros((len(clips), max(len(y) for y in clips)), np.float64)
-        for i, y in enumerate(clips):
-            batch[i, : len(y)] = y
-        return torch.as_tensor(batch, dtype=self.dtype, device=self.device)
+        return pad_batch(clips, self.dtype, self.device)
 
     def magnitude(self, y: torch.Tensor, lengths: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """|STFT| (B, F, T) of a padded batch and its valid-frame mask (B, T)."""
@@ -112,7 +110,8 @@ class TorchFrames:
             x = self._padded(y, lengths, "constant", width)
             out["rms"] = (self._frame_sum(x.square(), c.n_fft, 0, width) / c.n_fft).clamp(min=0).sqrt()
         if "tonnetz" in features:
-            ton, _ = tonnetz(clips, self.sr, c.hop_length, self.device, self.dtype)
+            ton, _ = tonnetz(clips, self.sr, c.hop_length, self._tuning_spectrum(y, lengths, mag, mask),
+                             self.device, self.dtype)
             out["tonnetz"] = F.pad(ton, (0, max(0, width - ton.shape[-1])))[..., :width]
         return out, mask
 
@@ -126,12 +125,22 @@ class TorchFrames:
         mel = self.mel @ power
         tunings = estimate_tuning(mag, mask, self.sr, 12)
         chroma_fb = torch.stack([self._chroma_bank(float(t)) for t in tunings])
-        harm = harmonic(y, lengths).cpu().numpy()
-        ton, ton_mask = tonnetz([harm[i, :n] for i, n in enumerate(lengths)], self.sr, 512, self.device, self.dtype)
+        harm = harmonic(y, lengths)
+        on_host = harm.cpu().numpy()  # the constant-Q octaves are resampled by soxr
+        ton, ton_mask = tonnetz([on_host[i, :n] for i, n in enumerate(lengths)], self.sr, 512,
+                                self._tuning_spectrum(harm, lengths), self.device, self.dtype)
         blocks = [(self.dct @ self.db(mel, mask, 80.0), mask),
                   (normalize(torch.bmm(chroma_fb, mag), "inf"), mask),
                   (mel, mask), (self.contrast(mag, mask), mask), (ton, ton_mask)]
         return torch.cat([(x * m[:, None, :]).sum(-1) / m.sum(-1, keepdim=True) for x, m in blocks], dim=1)
+
+    def _tuning_spectrum(self, y, lengths, mag=None, mask=None):
+        """The tuning estimate's spectrum: this config's own when it is the same STFT."""
+        c = self.cfg
+        same = (c.n_fft, c.hop_length, c.center, c.pad_mode) == (PIPTRACK_N_FFT, PIPTRACK_N_FFT // 4, True, "constant")
+        if not same:
+            return tuning_spectrum(y, lengths)
+        return (mag, mask) if mag is not None else self.magnitude(y, lengths)
 
     def _chroma_bank(self, tuning: float) -> torch.Tensor:
         if tuning not in self._chroma_banks:

@@ -21,6 +21,24 @@ PIPTRACK_N_FFT = 2048
 HPSS_KERNEL = 31
 
 
+def pad_batch(arrays: list[np.ndarray], dtype: torch.dtype, device) -> torch.Tensor:
+    """1-D arrays zero-padded into one (B, L) tensor on the device."""
+    batch = np.zeros((len(arrays), max(len(a) for a in arrays)), np.float64 if dtype == torch.float64 else np.float32)
+    for i, a in enumerate(arrays):
+        batch[i, : len(a)] = a
+    return torch.as_tensor(batch, device=device)
+
+
+def tuning_spectrum(y: torch.Tensor, lengths: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The magnitude STFT that librosa's tuning estimate uses (2048-point Hann, hop 512, centred) of
+    a padded batch, and its valid-frame mask."""
+    hop = PIPTRACK_N_FFT // 4
+    window = torch.hann_window(PIPTRACK_N_FFT, periodic=True, dtype=y.dtype, device=y.device)
+    mag = torch.stft(y, PIPTRACK_N_FFT, hop, window=window, center=True, pad_mode="constant", return_complex=True).abs()
+    frames = torch.as_tensor(1 + lengths // hop, device=y.device)
+    return mag, torch.arange(mag.shape[-1], device=y.device)[None, :] < frames[:, None]
+
+
 class UnsupportedRate(ValueError):
     """The transform is undefined at this sample rate (librosa raises ParameterError there)."""
 
@@ -71,7 +89,9 @@ def harmonic(y: torch.Tensor, lengths: np.ndarray, n_fft: int = 2048, hop: int =
     safe = mag + zero.to(mag.dtype)
     phase = torch.complex(spec.real / safe + zero.to(mag.dtype), spec.imag / safe)
     kept = (mag * mask * phase) * valid[:, None, :]
-    return _istft(kept, window, hop, valid, y.shape[-1])
+    out = _istft(kept, window, hop, valid, y.shape[-1])
+    inside = torch.arange(out.shape[-1], device=y.device)[None, :] < torch.as_tensor(lengths, device=y.device)[:, None]
+    return out * inside  # the last frames' windows reach past a clip's end: its padding stays zero
 
 
 def _istft(spec: torch.Tensor, window: torch.Tensor, hop: int, valid: torch.Tensor, length: int) -> torch.Tensor:
@@ -199,11 +219,7 @@ def chroma_cqt(clips: list[np.ndarray], sr: float, hop: int, tunings: np.ndarray
         for i, (_, octs) in enumerate(plans):
             groups.setdefault(octs[k][1:3], []).append(i)
         for (n_fft, o_hop), members in groups.items():
-            sigs = [signals[i][k] for i in members]
-            batch = np.zeros((len(sigs), max(len(s) for s in sigs)), sigs[0].dtype)
-            for j, s in enumerate(sigs):
-                batch[j, : len(s)] = s
-            spec = torch.stft(torch.as_tensor(batch, dtype=dtype, device=device), n_fft, o_hop,
+            spec = torch.stft(pad_batch([signals[i][k] for i in members], dtype, device), n_fft, o_hop,
                               window=torch.ones(n_fft, dtype=dtype, device=device),
                               center=True, pad_mode="constant", return_complex=True)
             basis = torch.as_tensor(np.stack([plans[i][1][k][0] for i in members]), dtype=cdtype, device=device)
@@ -232,18 +248,11 @@ def tonnetz_matrix() -> np.ndarray:
     return np.array([1, 1, 1, 1, 0.5, 0.5])[:, None] * np.cos(np.pi * v)
 
 
-def tonnetz(clips: list[np.ndarray], sr: float, hop: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """librosa.feature.tonnetz(y, sr, hop_length=hop) per clip (tuning estimated per clip, as there)."""
-    lengths = np.array([len(y) for y in clips])
-    batch = np.zeros((len(clips), lengths.max()), np.float64 if dtype == torch.float64 else np.float32)
-    for i, y in enumerate(clips):
-        batch[i, : len(y)] = y
-    y = torch.as_tensor(batch, device=device)
-    window = torch.hann_window(PIPTRACK_N_FFT, periodic=True, dtype=dtype, device=device)
-    mag = torch.stft(y, PIPTRACK_N_FFT, PIPTRACK_N_FFT // 4, window=window, center=True, pad_mode="constant",
-                     return_complex=True).abs()
-    valid = torch.arange(mag.shape[-1], device=device)[None, :] < torch.as_tensor(1 + lengths // (PIPTRACK_N_FFT // 4), device=device)[:, None]
-    tunings = estimate_tuning(mag, valid, sr, CQT_BINS_PER_OCTAVE)
+def tonnetz(clips: list[np.ndarray], sr: float, hop: int, spectrum: tuple[torch.Tensor, torch.Tensor], device,
+            dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """librosa.feature.tonnetz(y, sr, hop_length=hop) per clip, tuning estimated per clip as there
+    from ``spectrum``: the clips' :func:`tuning_spectrum` (mag, valid)."""
+    tunings = estimate_tuning(*spectrum, sr, CQT_BINS_PER_OCTAVE)
     chroma, mask = chroma_cqt(clips, sr, hop, tunings, device, dtype)
     phi = torch.as_tensor(tonnetz_matrix(), dtype=dtype, device=device)
     return (phi @ normalize(chroma, "1")) * mask[:, None, :], mask
