@@ -38,17 +38,13 @@ def make_features(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def write_set(store: str, x: np.ndarray, y: np.ndarray) -> str:
     from pipeline.config import sha256_text
-    from pipeline.store import FeatureStore, features_table
-    from pipeline.store.featureset import empty_rejects
+    from pipeline.store import FeatureStore, import_arrays
 
-    prov = {"format": 1, "dataset": f"bench{len(x)}", "extractor": "synthetic", "extractor_version": "1",
+    prov = {"format": 2, "dataset": f"bench{len(x)}", "extractor": "synthetic", "extractor_version": "1",
             "config": {}, "config_id": sha256_text(f"bench{len(x)}"), "weights_sha256": None, "dim": DIM,
             "versions": {}, "created": "2026-01-01T00:00:00+00:00", "frame_dim": None}
-    fs = FeatureStore(store).create(prov)
     ids = [f"i{i:07d}" for i in range(len(x))]
-    fs.write_shard("0" * 16, features_table(ids, [f"c{v}" for v in y], [None] * len(x), ids, x),
-                   empty_rejects(), len(x))
-    return fs.name
+    return import_arrays(FeatureStore(store), prov, ids, x, [f"c{v}" for v in y]).name
 
 
 def sklearn_fit(x, y, xv, yv, xt, yt, cs) -> tuple[float, float, float]:

@@ -26,8 +26,8 @@ def _transient(state) -> bool:
 
 
 @task(name="plan-shards")
-def plan_task(spec: lib.JobSpec, shard_size: int):
-    return lib.plan(spec, shard_size)
+def plan_task(spec: lib.JobSpec, shard_size: int, retry_rejects: bool) -> lib.Plan:
+    return lib.plan(spec, shard_size, retry_rejects)
 
 
 @task(name="extract-shard", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
@@ -68,29 +68,39 @@ def _uses_gpu(spec: lib.JobSpec) -> bool:
 
 
 @task(name="summarize")
-def summary_task(spec: lib.JobSpec) -> dict:
-    return lib.summarize(spec)
+def summary_task(store: str | None, set_path: str, markers: list[dict], max_reject_fraction: float) -> dict:
+    return lib.finish(store, set_path, markers, max_reject_fraction)
 
 
 @flow(name="extract", task_runner=task_runner(), log_prints=False)
 def extract_flow(source: str, modality: Literal["image", "text", "audio"], extractor: str | None = None,
                  overrides: dict[str, str] | None = None, dataset: str | None = None, store: str | None = None,
-                 shard_size: int = lib.DEFAULT_SHARD_SIZE, allow_absolute_paths: bool = False) -> str:
-    """Extract features of ``source`` into the store; returns the feature set id (DATASET/EXTRACTOR-CONFIG)."""
+                 shard_size: int = lib.DEFAULT_SHARD_SIZE, allow_absolute_paths: bool = False,
+                 retry_rejects: bool = False, max_reject_fraction: float = lib.DEFAULT_MAX_REJECT_FRACTION,
+                 fit_on: str | None = None, rebind: bool = False) -> str:
+    """Bring the feature set of ``source`` up to date with its manifest; returns the feature set id
+    (DATASET/EXTRACTOR-CONFIG). ``overrides`` are the extractor config keys (the CLI's ``--set``).
+    Fails (and so triggers nothing) when more than ``max_reject_fraction`` of the items it processed
+    were rejected."""
     logger = get_run_logger()
     # Validates every parameter (modality, extractor name, config keys and values) before any work.
-    spec = lib.JobSpec(source, modality, extractor, tuple((overrides or {}).items()), dataset, store, allow_absolute_paths)
+    spec = lib.JobSpec(source, modality, extractor, tuple((overrides or {}).items()), dataset, store, allow_absolute_paths,
+                       fit_on, rebind)
     start = time.perf_counter()
-    name, shards = plan_task(spec, shard_size)
-    logger.info("%s: %d shard(s) to extract", name, len(shards))
+    run_plan = plan_task(spec, shard_size, retry_rejects)
+    name, shards = run_plan.feature_set, list(run_plan.shards)
+    logger.info("%s: %d shard(s) to extract; manifest changes since the last run: %s", name, len(shards),
+                run_plan.changes)
     progress = create_progress_artifact(0.0, key=artifact_key("extract-progress", name), description=f"shards of {name}")
+    markers = []
     for done, marker in enumerate(_run_shards(spec, shards), start=1):
+        markers.append(marker)
         update_progress_artifact(progress, 100.0 * done / len(shards))
         logger.info("shard %s: %d rows, %d rejected", marker["shard"], marker["rows"], marker["rejected"])
     if not shards:
         update_progress_artifact(progress, 100.0)
-    summary = summary_task(spec)
-    processed = sum(len(s.rows) for s in shards)
+    summary = summary_task(store, run_plan.path, markers, max_reject_fraction)
+    processed = run_plan.processed
     seconds = time.perf_counter() - start
     rate = processed / seconds if processed else 0.0
     rows = [{"feature_set": summary["feature_set"], "path": summary["path"], "rows": summary["rows"],

@@ -23,9 +23,18 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--modality", required=True, choices=MODALITIES)
     e.add_argument("--extractor", help="cnn (image), bert or word2vec (text), spectral (audio)")
     e.add_argument("--set", action="append", metavar="KEY=VALUE", help="extractor config override")
-    e.add_argument("--dataset", help="dataset name (default: manifest or folder name)")
-    e.add_argument("--shard-size", type=int, default=None)
+    e.add_argument("--dataset", help="dataset name (default: the folder's name, or the manifest's file stem; "
+                                     "a generic stem such as 'manifest' takes its folder's name)")
+    e.add_argument("--shard-size", type=int, default=None, help="items per shard (default 8192)")
     e.add_argument("--allow-absolute-paths", action="store_true", help="accept absolute paths in the manifest")
+    e.add_argument("--retry-rejects", action="store_true",
+                   help="re-attempt items rejected for a retryable reason (missing_file, io_error, unsupported_format)")
+    e.add_argument("--max-reject-fraction", type=float, default=None,
+                   help="fail the run when more than this fraction of the items it processed is rejected (default 0.5)")
+    e.add_argument("--fit-on", metavar="DATASET",
+                   help="corpus-fitted extractors (word2vec): use the state fitted on DATASET, so new data shares "
+                        "the feature set id of the data a head was trained on")
+    e.add_argument("--rebind", action="store_true", help="the dataset's source moved: bind its name to SOURCE")
     t = sub.add_parser("train-head", parents=[store, as_json], help="train a classifier head on feature sets")
     t.add_argument("feature_sets", nargs="+", metavar="FEATURE_SET", help="DATASET/EXTRACTOR[-CONFIGPREFIX]")
     t.add_argument("--label", action="append", default=None,
@@ -39,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("ls", parents=[store, as_json], help="list feature sets")
     q = sub.add_parser("query", parents=[store], help="run SQL (DuckDB) with a view per feature set")
     q.add_argument("sql")
+    g = sub.add_parser("gc", parents=[store, as_json], help="drop stored rows that left the current view")
+    g.add_argument("--dry-run", action="store_true", help="report what would be dropped, change nothing")
+    r = sub.add_parser("rm", parents=[store], help="remove a dataset, a feature set or a head")
+    r.add_argument("target", help="DATASET, DATASET/EXTRACTOR[-CONFIGPREFIX], or head:NAME")
     d = sub.add_parser("demo", parents=[store], help="extract every modality of sample_data and train heads")
     d.add_argument("root", nargs="?", default="sample_data")
     return p
@@ -47,8 +60,13 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_extract(args) -> dict:
     from .extract import DEFAULT_SHARD_SIZE, extract
 
+    from .extract import DEFAULT_MAX_REJECT_FRACTION
+
+    fraction = DEFAULT_MAX_REJECT_FRACTION if args.max_reject_fraction is None else args.max_reject_fraction
     return extract(args.source, args.modality, args.extractor, parse_set_args(args.set), args.dataset, args.store,
-                   args.shard_size or DEFAULT_SHARD_SIZE, args.allow_absolute_paths, progress=None)
+                   args.shard_size or DEFAULT_SHARD_SIZE, args.allow_absolute_paths, progress=None,
+                   retry_rejects=args.retry_rejects, max_reject_fraction=fraction, fit_on=args.fit_on,
+                   rebind=args.rebind)
 
 
 def cmd_train_head(args) -> list[dict]:
@@ -65,8 +83,9 @@ def cmd_ls(args) -> list[dict]:
 
 
 def _print_extract(s: dict) -> None:
+    changes = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in s["changes"].items() if v) or "no manifest changes"
     print(f"{s['feature_set']}: {s['rows']} rows, {s['rejected']} rejected {s['rejects_by_reason'] or ''}, "
-          f"{s['processed']} processed at {s['items_per_s']:.1f} items/s\n  {s['path']}")
+          f"{s['processed']} processed at {s['items_per_s']:.1f} items/s ({changes})\n  {s['path']}")
 
 
 def _print_head(card: dict) -> None:
@@ -76,12 +95,29 @@ def _print_head(card: dict) -> None:
           f"macro-F1 {m['macro_f1']:.4f} ({sk}majority {m['majority_baseline_accuracy']:.4f}, n_test={m['n_test']})")
 
 
+def cmd_query(args) -> object:
+    """Run SQL over the store's views; notes (which config a short view names) go to stderr."""
+    import duckdb
+
+    from .store import FeatureStore
+
+    st = FeatureStore(args.store)
+    for note in st.views()[1]:
+        print(f"mmfeat: {note}", file=sys.stderr)
+    con = st.duckdb()
+    try:
+        return con.sql(args.sql)
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise MmfeatError(f"query failed: {first}") from None
+
+
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     json_out = getattr(args, "json", False)
     if args.command == "extract":
         result = cmd_extract(args)
-        out = {k: result[k] for k in ("feature_set", "path", "rows", "rejected", "items_per_s")}
+        out = {k: result[k] for k in ("feature_set", "path", "rows", "rejected", "items_per_s", "processed", "changes")}
         print(json.dumps(out)) if json_out else _print_extract(result)
     elif args.command == "train-head":
         cards = cmd_train_head(args)
@@ -104,10 +140,18 @@ def run(argv: list[str] | None = None) -> int:
             print(f"{s['feature_set']}\trows={s['rows']}\tdim={s['dim']}\trejected={s['rejected']}\t"
                   f"shards={s['shards']}\tcreated={s['created']}\tweights={str(s['weights_sha256'])[:12]}")
     elif args.command == "query":
+        print(cmd_query(args))
+    elif args.command == "gc":
         from .store import FeatureStore
+        from .store.maintenance import gc
 
-        con = FeatureStore(args.store).duckdb()
-        print(con.sql(args.sql))
+        report = gc(FeatureStore(args.store), args.dry_run)
+        print(json.dumps(report) if json_out else ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.items()))
+    elif args.command == "rm":
+        from .store import FeatureStore
+        from .store.maintenance import remove
+
+        print(f"removed {remove(FeatureStore(args.store), args.target)}")
     elif args.command == "demo":
         from .demo import run_demo
 

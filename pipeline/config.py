@@ -59,9 +59,10 @@ def cached_file_digest(path: str) -> str:
     return _DIGESTS[key]
 
 
-def config_id(extractor: str, config: Any, weights_sha256: str | None) -> str:
-    """The feature set id: sha256 of the canonical JSON of extractor, config and weights hash."""
-    payload = {"extractor": extractor, "config": identity(config), "weights_sha256": weights_sha256}
+def config_id(extractor: str, config: Any, weights_sha256: str | None, version: str) -> str:
+    """The feature set id: sha256 of the canonical JSON of extractor name and code version, config
+    (runtime fields left out) and weights hash."""
+    payload = {"extractor": extractor, "version": version, "config": identity(config), "weights_sha256": weights_sha256}
     return sha256_text(canonical_json(payload))
 
 

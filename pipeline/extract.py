@@ -1,7 +1,9 @@
 """Run an extractor over a dataset into the feature store, shard by shard.
 
-The three steps are public so that orchestrators (flows/) can run shards as separate tasks:
-``open_job`` -> ``plan_shards`` -> ``run_shard`` for each, or ``extract`` for all of it.
+The steps are public so that orchestrators (flows/) can run shards as separate tasks:
+``plan`` (read the manifest once: content hashes, the current items, shard plans written to the
+store) -> ``extract_shard`` for each shard (reads only its own plan) -> ``finish`` (summary, reject
+check); ``extract`` does all of it in this process.
 """
 from __future__ import annotations
 
@@ -16,19 +18,32 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .config import canonical_json, sha256_text
+from .config import apply_overrides, canonical_json, identity, sha256_text
+from .content import build_items, compare, manifest_digest
 from .errors import MmfeatError
-from .inputs import Dataset, load_dataset, resolve_paths, sorted_ids, text_hash
-from .registry import DEFAULT_EXTRACTOR, MODALITIES, Extractor, ItemBatch, cached_extractor, extractor_class
-from .store import FeatureSet, FeatureStore, features_table, make_provenance
-from .store.schema import META_TYPE, REJECT_SCHEMA
+from .inputs import default_dataset_name, load_dataset, require_modality_columns
+from .registry import DEFAULT_EXTRACTOR, MODALITIES, Corpus, Extractor, ItemBatch, cached_extractor, extractor_class
+from .rejects import reason as reject_reason
+from .store import FeatureSet, FeatureStore, make_provenance
+from .store.items import item_keys
+from .store.plan import read_plan, remove_plan, write_plan
+from .store.rows import part_table, reject_table
 
 DEFAULT_SHARD_SIZE = 8192
+DEFAULT_MAX_REJECT_FRACTION = 0.5
+
+
+class TooManyRejects(MmfeatError):
+    """A run rejected more than ``max_reject_fraction`` of the items it processed."""
 
 
 @dataclasses.dataclass(frozen=True)
 class JobSpec:
-    """Everything that defines an extraction; small and picklable, so workers can rebuild the job."""
+    """Everything that defines an extraction; small and picklable, so workers can rebuild the job.
+
+    ``fit_on``: for corpus-fitted extractors (word2vec), the dataset whose fitted state to use, so that
+    new data gets the feature set id (config_id) of the data a head was trained on.
+    """
 
     source: str
     modality: str
@@ -37,6 +52,8 @@ class JobSpec:
     dataset: str | None = None
     store: str | None = None
     allow_absolute: bool = False
+    fit_on: str | None = None
+    rebind: bool = False
 
     def __post_init__(self):
         if self.modality not in MODALITIES:
@@ -45,15 +62,19 @@ class JobSpec:
         cls = extractor_class(name)
         if cls.modality != self.modality:
             raise MmfeatError(f"extractor {name!r} is for {cls.modality}, not {self.modality}")
-        object.__setattr__(self, "extractor", name)
+        if self.fit_on and not cls.corpus_fitted:
+            raise MmfeatError(f"fit_on: extractor {name!r} learns nothing from a corpus (only corpus-fitted "
+                              "extractors such as word2vec take fit_on)")
+        apply_overrides(cls.config_type, dict(self.overrides))  # a bad key or value fails here, before any work
+        object.__setattr__(self, "extractor", cls.name)
         object.__setattr__(self, "source", os.path.abspath(self.source))
+        object.__setattr__(self, "dataset", self.dataset or default_dataset_name(self.source))
         object.__setattr__(self, "overrides", tuple(sorted(dict(self.overrides).items())))
 
 
 @dataclasses.dataclass
 class Job:
     spec: JobSpec
-    dataset: Dataset
     extractor: Extractor
     feature_set: FeatureSet
 
@@ -61,84 +82,133 @@ class Job:
 @dataclasses.dataclass(frozen=True)
 class Shard:
     shard_id: str
-    rows: np.ndarray  # row indices into the dataset table
+    size: int  # items in the shard's plan
 
 
-def open_job(spec: JobSpec) -> Job:
-    """Load the dataset, the extractor (its model once per process) and open the feature set."""
-    dataset = load_dataset(spec.source, spec.dataset, spec.allow_absolute)
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a run will do: the feature set, its shards, and how the manifest changed since the last run."""
+
+    feature_set: str
+    path: str
+    shards: tuple[Shard, ...]
+    items: int
+    changes: dict[str, int]
+
+    @property
+    def processed(self) -> int:
+        return sum(s.size for s in self.shards)
+
+
+def state_dir(store: FeatureStore, dataset: str, extractor: Extractor) -> str:
+    """Where a corpus-fitted extractor's state lives: ``<store>/<dataset>/.state/<name>-<config12>``."""
+    digest = sha256_text(canonical_json({"version": extractor.version, "config": identity(extractor.config)}))
+    return os.path.join(store.root, dataset, ".state", f"{extractor.name}-{digest[:12]}")
+
+
+def open_job(spec: JobSpec, corpus: Corpus | None = None) -> Job:
+    """Load the extractor (its model once per process), its fitted state, and open the feature set.
+    Reads no manifest: a corpus-fitted extractor's state must exist unless ``corpus`` is given."""
     extractor = cached_extractor(spec.extractor, dict(spec.overrides))
     store = FeatureStore(spec.store)
-    if hasattr(extractor, "fit_corpus"):
-        state = os.path.join(store.root, dataset.name, ".state",
-                             f"{spec.extractor}-{sha256_text(canonical_json(extractor.config))[:12]}")
-        extractor.fit_corpus(dataset, state)
-    feature_set = store.create(make_provenance(dataset.name, extractor, getattr(extractor, "frame_dim", None)))
-    return Job(spec, dataset, extractor, feature_set)
+    fitted_on = None
+    if extractor.corpus_fitted:
+        fitted_on = spec.fit_on or spec.dataset
+        store.dataset(fitted_on)  # checks the name
+        extractor.fit_corpus(None if spec.fit_on else corpus, state_dir(store, fitted_on, extractor))
+    provenance = make_provenance(spec.dataset, extractor, extractor.frame_dim)
+    provenance["fitted_on"] = fitted_on
+    return Job(spec, extractor, store.create(provenance))
 
 
-def plan_shards(job: Job, shard_size: int = DEFAULT_SHARD_SIZE) -> list[Shard]:
-    """Shards of the items not yet in the feature set, in id order.
+def plan(spec: JobSpec, shard_size: int = DEFAULT_SHARD_SIZE, retry_rejects: bool = False) -> Plan:
+    """Read the manifest once, make its items the dataset's current view, and write the plan of
+    every shard still to extract (items whose (id, content) has neither rows nor a final reject)."""
+    return _plan(spec, shard_size, retry_rejects)[0]
 
-    A shard id hashes the config_id and the ids it holds, so the same work always has the
-    same id (resume, and two writers of one shard produce one file).
-    """
+
+def _plan(spec: JobSpec, shard_size: int, retry_rejects: bool) -> tuple[Plan, Job]:
     if shard_size < 1:
         raise MmfeatError("shard_size must be >= 1")
-    table = job.dataset.table
-    order = sorted_ids(table)
-    present = job.feature_set.ids()
-    rejected = job.feature_set.rejects()["id"]
-    done = pa.chunked_array(present.chunks + rejected.chunks, pa.string())
-    if len(done):
-        keep = pc.invert(pc.is_in(table["id"].take(order), value_set=done.combine_chunks())).to_numpy(zero_copy_only=False)
-        order = order[keep]
-    ids = table["id"]
+    dataset = load_dataset(spec.source, spec.dataset, spec.allow_absolute)
+    require_modality_columns(dataset, spec.modality, spec.source)
+    store = FeatureStore(spec.store)
+    handle = store.dataset(spec.dataset)
+    handle.bind(spec.source, spec.rebind)
+    previous = handle.current()
+    items = build_items(dataset, previous)
+    changes = compare(previous, items)
+    handle.publish(items, manifest_digest(spec.source, items), changes)
+    usable = items.filter(pc.is_null(items["reason"]))["input"].to_pylist()
+    job = open_job(spec, Corpus(usable, dataset.kind))
+    todo = items.filter(pc.invert(pc.is_in(item_keys(items["id"], items["content"]),
+                                           value_set=_done_keys(job.feature_set, retry_rejects))))
+    todo = todo.take(pc.sort_indices(todo["id"]))
     shards = []
-    for start in range(0, len(order), shard_size):
-        rows = order[start:start + shard_size]
+    for start in range(0, todo.num_rows, shard_size):
+        rows = todo.slice(start, shard_size)
         digest = hashlib.sha256(job.feature_set.config_id.encode())
-        digest.update("\0".join(ids.take(rows).to_pylist()).encode())
-        shards.append(Shard(digest.hexdigest()[:16], rows))
-    return shards
+        digest.update("\n".join(item_keys(rows["id"], rows["content"]).to_pylist()).encode("utf-8", "surrogatepass"))
+        shard = Shard(digest.hexdigest()[:16], rows.num_rows)
+        write_plan(store.fs, job.feature_set.path, shard.shard_id, rows, dataset.kind)
+        shards.append(shard)
+    return Plan(job.feature_set.name, job.feature_set.path, tuple(shards), items.num_rows, changes), job
+
+
+def _done_keys(feature_set: FeatureSet, retry_rejects: bool) -> pa.Array:
+    parts = feature_set.keys("part")
+    rejects = feature_set.keys("rejects")
+    if retry_rejects:
+        rejects = rejects.filter(pc.invert(pc.fill_null(rejects["retryable"], False)))
+    return pa.concat_arrays([item_keys(parts["id"], parts["content"]), item_keys(rejects["id"], rejects["content"])])
 
 
 def run_shard(job: Job, shard: Shard) -> dict[str, Any]:
-    """Extract one shard and commit it; returns the shard's done marker (counts, timing)."""
-    if job.feature_set.is_done(shard.shard_id):
-        return {**job.feature_set.done_markers()[shard.shard_id], "skipped": True}
+    """Extract one shard from its plan and commit it; returns the shard's done marker (counts, timing)."""
+    fs = job.feature_set
+    if fs.is_done(shard.shard_id):
+        remove_plan(fs.fs, fs.path, shard.shard_id)
+        return {**fs.done_markers()[shard.shard_id], "skipped": True}
     start = time.perf_counter()
-    rows = job.dataset.table.take(pa.array(shard.rows))
-    ids, sources = rows["id"].to_pylist(), rows["source"].to_pylist()
-    if job.dataset.kind == "path":
-        inputs, bad = resolve_paths(job.dataset, sources)
-        stored_source = sources
-    else:
-        inputs, bad, stored_source = sources, {}, text_hash(sources)
-    good = np.array([i for i in range(len(ids)) if i not in bad], dtype=np.int64)
-    result = job.extractor.extract(ItemBatch([ids[i] for i in good], [inputs[i] for i in good], job.dataset.kind))
+    rows, kind = read_plan(fs.fs, fs.path, shard.shard_id)
+    ids, contents, sources = rows["id"].to_pylist(), rows["content"].to_pylist(), rows["source"].to_pylist()
+    pre = rows["reason"].to_pylist()
+    rejects: list[tuple[int, str, str, str]] = [(i, "resolve", r, m) for i, (r, m) in
+                                                 enumerate(zip(pre, rows["message"].to_pylist())) if r]
+    good = np.array([i for i, r in enumerate(pre) if not r], dtype=np.int64)
+    inputs = rows["input"].to_pylist()
+    result = job.extractor.extract(ItemBatch([ids[i] for i in good], [inputs[i] for i in good], kind))
+    for r in result.rejects:
+        reject_reason(r.reason)  # an unregistered reason is a bug in the extractor: fail loudly
+        rejects.append((int(good[r.index]), r.stage, r.reason, r.message))
     kept = good[result.ok]
-    row_ids, meta = rows["id"].take(kept), rows["meta"].take(kept).combine_chunks()
-    if result.segments is not None or result.row_meta is not None:
-        row_ids, meta = _with_row_meta(row_ids, meta, kept, result.segments, result.row_meta)
-    features = features_table(row_ids, rows["label"].take(kept), rows["split"].take(kept),
-                              pa.array(stored_source).take(kept), result.features,
-                              _frames(result.sequences) if result.sequences is not None else None, meta)
-    rejects = [(i, e.stage, e.reason, e.message) for i, e in bad.items()]
-    rejects += [(int(good[r.index]), r.stage, r.reason, r.message) for r in result.rejects]
+    finite = np.isfinite(result.features).all(axis=1)
+    if not finite.all():
+        bad_items = np.unique(kept[~finite])
+        rejects += [(int(i), "validate", "non_finite_features", "the extractor gave NaN or inf features")
+                    for i in bad_items]
+        keep_rows = ~np.isin(kept, bad_items)
+        result = _select_rows(result, keep_rows)
+        kept = kept[keep_rows]
+    take = pa.array(kept, pa.int64())
+    part = part_table(rows["id"].take(take), rows["content"].take(take), result.features, result.segments,
+                      result.row_meta, result.sequences)
     rejects.sort()
-    reject_table = pa.table({"id": [ids[i] for i, *_ in rejects], "source": [stored_source[i] for i, *_ in rejects],
-                             "stage": [r[1] for r in rejects], "reason": [r[2] for r in rejects],
-                             "message": [r[3][:2000] for r in rejects]}, schema=REJECT_SCHEMA)
-    seconds = time.perf_counter() - start
-    return job.feature_set.write_shard(shard.shard_id, features, reject_table, len(ids),
-                                       {"seconds": round(seconds, 4)}, items=len(np.unique(kept)))
+    reject_rows = reject_table([ids[i] for i, *_ in rejects], [contents[i] for i, *_ in rejects],
+                               [sources[i] for i, *_ in rejects], [r[1] for r in rejects], [r[2] for r in rejects],
+                               [reject_reason(r[2]).retryable for r in rejects], [r[3] for r in rejects])
+    marker = fs.write_shard(shard.shard_id, part, reject_rows, len(ids),
+                            {"seconds": round(time.perf_counter() - start, 4)})
+    remove_plan(fs.fs, fs.path, shard.shard_id)
+    return marker
 
 
-def plan(spec: JobSpec, shard_size: int = DEFAULT_SHARD_SIZE) -> tuple[str, list[Shard]]:
-    """(feature set name, shards still to do): what an orchestrator needs to fan out."""
-    job = open_job(spec)
-    return job.feature_set.name, plan_shards(job, shard_size)
+def _select_rows(result, keep: np.ndarray):
+    return dataclasses.replace(
+        result, features=result.features[keep], ok=result.ok[keep],
+        sequences=[s for s, k in zip(result.sequences, keep) if k] if result.sequences is not None else None,
+        segments=result.segments[keep] if result.segments is not None else None,
+        row_meta=[m for m, k in zip(result.row_meta, keep) if k] if result.row_meta is not None else None)
 
 
 def extract_shard(spec: JobSpec, shard: Shard) -> dict[str, Any]:
@@ -146,58 +216,52 @@ def extract_shard(spec: JobSpec, shard: Shard) -> dict[str, Any]:
     return run_shard(open_job(spec), shard)
 
 
-def summarize(spec: JobSpec) -> dict[str, Any]:
-    """The committed feature set's summary (rows, rejects by reason, shards, provenance)."""
-    return open_job(spec).feature_set.summary()
-
-
-def _with_row_meta(ids: pa.Array, meta: pa.Array, kept: np.ndarray, segments: np.ndarray | None,
-                   extra: list[dict[str, str]] | None) -> tuple[pa.Array, pa.Array]:
-    """Rows that say more than their manifest row: ``extra`` entries merged into each row's meta; for
-    items cut into segments, ids ``<id>#<k>`` and ``clip`` (the item's id), ``start_s``, ``end_s``
-    (heads keep a clip's segments in one split)."""
-    original = meta.to_pylist()
-    maps = [dict(m or ()) for m in original]
-    for m, more in zip(maps, extra or ()):
-        m.update(more)
-    if segments is not None:
-        k = np.arange(len(kept)) - np.searchsorted(kept, kept)  # rows of one item are contiguous, items ascending
-        for m, clip, (a, b) in zip(maps, ids.to_pylist(), segments):
-            m.update(clip=clip, start_s=f"{a:.3f}", end_s=f"{b:.3f}")
-        ids = pc.binary_join_element_wise(ids, pa.array(k.astype(str)), "#")
-    return ids, pa.array([None if o is None and not m else list(m.items()) for o, m in zip(original, maps)], META_TYPE)
-
-
-def _frames(sequences: list[np.ndarray]) -> pa.Array:
-    frame_dim = sequences[0].shape[1] if sequences else 1
-    inner = pa.FixedSizeListArray.from_arrays(
-        pa.array(np.concatenate([s.reshape(-1) for s in sequences]) if sequences else np.zeros(0, np.float32)), frame_dim)
-    offsets = np.concatenate([[0], np.cumsum([len(s) for s in sequences])]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), inner)
+def finish(store: str | None, set_path: str, markers: list[dict[str, Any]],
+           max_reject_fraction: float = DEFAULT_MAX_REJECT_FRACTION) -> dict[str, Any]:
+    """The feature set's summary after a run; raises :class:`TooManyRejects` when this run's shards
+    rejected more than ``max_reject_fraction`` of their items (no model is loaded)."""
+    if not 0 <= max_reject_fraction <= 1:
+        raise MmfeatError(f"max_reject_fraction must be in [0, 1]; got {max_reject_fraction}")
+    summary = FeatureStore(store).open_path(set_path).summary()
+    n_in = sum(m["n_in"] for m in markers)
+    rejected = sum(m["rejected"] for m in markers)
+    if n_in and rejected / n_in > max_reject_fraction:
+        reasons: dict[str, int] = {}
+        for m in markers:
+            for r, c in m.get("rejects_by_reason", {}).items():
+                reasons[r] = reasons.get(r, 0) + c
+        shown = ", ".join(f"{r} {c}" for r, c in sorted(reasons.items(), key=lambda kv: -kv[1]))
+        raise TooManyRejects(f"{summary['feature_set']}: {rejected} of {n_in} items rejected "
+                             f"({rejected / n_in:.0%} > max_reject_fraction={max_reject_fraction}): {shown}")
+    return summary
 
 
 def extract(source: str, modality: str, extractor: str | None = None, overrides: dict[str, Any] | None = None,
             dataset: str | None = None, store: str | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
-            allow_absolute: bool = False, progress: bool | None = None) -> dict[str, Any]:
-    """Extract features of every item not yet stored; returns a summary of the feature set.
+            allow_absolute: bool = False, progress: bool | None = None, *, retry_rejects: bool = False,
+            max_reject_fraction: float = DEFAULT_MAX_REJECT_FRACTION, fit_on: str | None = None,
+            rebind: bool = False) -> dict[str, Any]:
+    """Bring the feature set of ``source`` up to date with its manifest; returns its summary.
 
-    The summary has ``feature_set``, ``path``, ``rows``, ``rejected`` (whole set) and
-    ``items_per_s`` / ``processed`` for this run.
+    Items whose (id, content) is already stored are skipped; edited labels, splits and meta take
+    effect without re-extraction; removed items leave the current view. The summary has
+    ``feature_set``, ``path``, ``rows``, ``rejected`` (current view), ``changes`` (since the last run),
+    and ``processed``, ``items_per_s`` for this run.
     """
-    spec = JobSpec(source, modality, extractor, tuple((overrides or {}).items()), dataset, store, allow_absolute)
-    job = open_job(spec)
-    shards = plan_shards(job, shard_size)
-    total = int(sum(len(s.rows) for s in shards))
-    bar = _progress_bar(total, job.feature_set.name, progress)
+    spec = JobSpec(source, modality, extractor, tuple((overrides or {}).items()), dataset, store, allow_absolute,
+                   fit_on, rebind)
+    run_plan, job = _plan(spec, shard_size, retry_rejects)
+    bar = _progress_bar(run_plan.processed, run_plan.feature_set, progress)
     start = time.perf_counter()
-    for shard in shards:
-        run_shard(job, shard)
-        bar.update(len(shard.rows))
+    markers = []
+    for shard in run_plan.shards:
+        markers.append(run_shard(job, shard))
+        bar.update(shard.size)
     bar.close()
     elapsed = time.perf_counter() - start
-    summary = job.feature_set.summary()
-    summary.update(processed=total, seconds=round(elapsed, 3),
-                   items_per_s=round(total / elapsed, 2) if total and elapsed > 0 else 0.0)
+    summary = finish(store, run_plan.path, markers, max_reject_fraction)
+    summary.update(processed=run_plan.processed, seconds=round(elapsed, 3), changes=run_plan.changes,
+                   items_per_s=round(run_plan.processed / elapsed, 2) if run_plan.processed and elapsed > 0 else 0.0)
     return summary
 
 

@@ -19,6 +19,9 @@ from .store.catalog import check_name
 from .store.schema import META_TYPE
 
 SPLITS = ("train", "val", "test")
+# Manifest file stems that say nothing about the data: such a manifest is named after its folder.
+_GENERIC_STEMS = {"manifest", "metadata", "meta", "index", "data", "dataset", "labels", "items", "list", "files",
+                  "all", "train", "test", "val", "annotations"}
 _SPLIT_ALIASES = {"validation": "val", "valid": "val", "dev": "val"}
 _TRAVERSAL = r"(^|[/\\])\.\.([/\\]|$)"
 
@@ -43,13 +46,34 @@ def load_dataset(source: str, name: str | None = None, allow_absolute: bool = Fa
         raise MmfeatError(f"dataset source not found: {source}")
     if os.path.isdir(source):
         root, table = os.path.abspath(source), _scan_folder(source)
-        default = os.path.basename(os.path.normpath(root))
     else:
         root, table = os.path.dirname(os.path.abspath(source)), _read_manifest(source)
-        default = os.path.splitext(os.path.basename(source))[0]
+    default = default_dataset_name(source)
     kind = "text" if "text" in table.column_names and "path" not in table.column_names else "path"
     table = _normalize(table, kind, source)
     return Dataset(check_name("dataset", name or default), root, table, kind, allow_absolute)
+
+
+def default_dataset_name(source: str) -> str:
+    """A folder's name; a manifest's file stem, or its folder's name when the stem is generic
+    (``.../photos/manifest.csv`` is ``photos``). Names that are not valid become valid ones."""
+    source = os.path.abspath(source)
+    if os.path.isdir(source):
+        name = os.path.basename(os.path.normpath(source))
+    else:
+        stem = os.path.splitext(os.path.basename(source))[0]
+        folder = os.path.basename(os.path.dirname(source))
+        name = folder if stem.lower() in _GENERIC_STEMS and folder else stem
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip("._-")[:128] or "dataset"
+    return name.replace("..", "_")
+
+
+def require_modality_columns(dataset: "Dataset", modality: str, where: str) -> None:
+    """The column the modality reads must exist: files for image/audio, texts (or text files) for text."""
+    if modality in ("image", "audio") and dataset.kind == "text":
+        raise MmfeatError(f"{where}: the {modality} modality reads files, but the manifest has a 'text' column "
+                          "and no 'path' column; give a 'path' column (relative to the manifest) or use "
+                          "--modality text")
 
 
 def _read_manifest(path: str) -> pa.Table:
@@ -165,6 +189,8 @@ def resolve_paths(dataset: Dataset, rel: list[str]) -> tuple[list[str | None], d
     for i, p in enumerate(rel):
         if p is None or p == "":
             bad[i] = BadInput("missing_path", "no path given", stage="resolve")
+        elif "\0" in p:
+            bad[i] = BadInput("unusable_path", f"NUL byte in path {p!r}", stage="resolve")
         elif re.search(_TRAVERSAL, p):
             bad[i] = BadInput("unsafe_path", f"'..' in path {p!r}", stage="resolve")
         elif os.path.isabs(p) and not dataset.allow_absolute:

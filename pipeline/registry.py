@@ -1,4 +1,4 @@
-"""The extractor extension point: a small protocol plus a name registry.
+"""The extractor extension point: an abstract base class plus a name registry.
 
 A new extractor is one module with a class like this, decorated with ``@register_extractor``::
 
@@ -6,17 +6,23 @@ A new extractor is one module with a class like this, decorated with ``@register
     class MyExtractor(Extractor):
         name = "my"
         modality = "image"
+        version = "1"                   # bump when the code computes different features: a new set id
         config_type = MyConfig          # frozen dataclass, validated in __post_init__
-        def __init__(self, config): ...
         @property
         def dim(self) -> int: ...
         def extract(self, batch: ItemBatch) -> BatchResult: ...
+
+Map-style extractors (decode each item, embed batches) subclass ``pipeline.extractors.batching.
+MapExtractor`` and write ``decode`` and ``embed`` only. A missing abstract method fails when the
+extractor is built, not in the middle of a shard.
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import importlib
-from typing import Any, Callable, ClassVar
+import warnings
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -29,6 +35,7 @@ DEFAULT_EXTRACTOR = {"image": "cnn", "text": "bert", "audio": "spectral"}
 _BUILTIN_MODULES = ("pipeline.extractors.image", "pipeline.extractors.text_bert",
                     "pipeline.extractors.text_word2vec", "pipeline.extractors.audio")
 _REGISTRY: dict[str, type["Extractor"]] = {}
+_ALIASES: dict[str, str] = {}  # old name -> current name (renamed extractors stay readable)
 
 
 @dataclasses.dataclass
@@ -41,6 +48,14 @@ class ItemBatch:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+@dataclasses.dataclass
+class Corpus:
+    """What a corpus-fitted extractor learns from: the usable inputs of a dataset (paths or texts)."""
+
+    inputs: list[str]
+    kind: str = "text"
 
 
 @dataclasses.dataclass
@@ -74,51 +89,78 @@ class BatchResult:
             raise TypeError(f"features must be float32 (n_ok, dim); got {self.features.dtype} {self.features.shape}")
 
 
-class Extractor:
-    """Base class of feature extractors (see module docstring)."""
+class Extractor(abc.ABC):
+    """Base class of feature extractors (see module docstring). Optional hooks have defaults."""
 
     name: ClassVar[str]
     modality: ClassVar[str]
     config_type: ClassVar[type]
     version: ClassVar[str] = "1"
+    #: True for extractors that learn from the dataset's corpus before extracting (``fit_corpus``).
+    corpus_fitted: ClassVar[bool] = False
+    #: The torch device the extractor computes on (None: not a torch extractor).
+    device: Any = None
 
     def __init__(self, config: Any):
         self.config = config
 
     @property
+    @abc.abstractmethod
     def dim(self) -> int:
-        raise NotImplementedError
+        """Length of one feature vector."""
+
+    @abc.abstractmethod
+    def extract(self, batch: ItemBatch) -> BatchResult:
+        """Features of a batch of items; bad items become rejects (``BadInput``), never exceptions."""
+
+    @property
+    def frame_dim(self) -> int | None:
+        """Width of per-frame sequences when the extractor stores them (``BatchResult.sequences``)."""
+        return None
 
     @property
     def weights_sha256(self) -> str | None:
-        """sha256 of the weights behind the features (None when there are none)."""
+        """sha256 of the weights (or fitted state) behind the features (None when there are none)."""
         return None
 
     @property
     def config_id(self) -> str:
-        return config_id(self.name, self.config, self.weights_sha256)
+        return config_id(self.name, self.config, self.weights_sha256, self.version)
 
     def describe(self) -> dict[str, Any]:
         """Provenance beyond the config (device, dtype, weights source)."""
         return {}
 
-    def extract(self, batch: ItemBatch) -> BatchResult:
-        raise NotImplementedError
-
-    def fit(self, corpus: Callable[[], Any], state_dir: str | None) -> None:
-        """Optional: learn from the whole dataset before extraction (e.g. Word2Vec).
-
-        ``corpus`` returns a fresh iterator of sources; ``state_dir`` is where learned
-        weights are saved/loaded so later runs reuse them.
-        """
+    def fit_corpus(self, corpus: Corpus | None, state_dir: str) -> None:
+        """Corpus-fitted extractors: learn from ``corpus`` and save the state in ``state_dir``, or load
+        what an earlier run saved there. ``corpus`` is None when the state must already exist."""
 
 
 def register_extractor(cls: type[Extractor]) -> type[Extractor]:
-    """Class decorator adding an extractor to the registry under ``cls.name``."""
+    """Class decorator adding an extractor to the registry under ``cls.name``. A second, different
+    class under a taken name is refused (re-importing the same module is fine)."""
     if cls.modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}; got {cls.modality!r}")
+    taken = _REGISTRY.get(cls.name)
+    if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"extractor name {cls.name!r} is taken by {taken.__module__}.{taken.__qualname__}; "
+                         f"choose another name for {cls.__module__}.{cls.__qualname__}")
+    if cls.name in _ALIASES:
+        raise ValueError(f"extractor name {cls.name!r} is an alias of {_ALIASES[cls.name]!r}")
     _REGISTRY[cls.name] = cls
     return cls
+
+
+def register_alias(old: str, new: str) -> None:
+    """Keep a renamed extractor reachable: ``old`` resolves to ``new`` (with a warning), and feature
+    sets stored under ``old`` stay readable by either name (as timm's model deprecations)."""
+    if old in _REGISTRY:
+        raise ValueError(f"{old!r} is a registered extractor, not free for an alias")
+    _ALIASES[old] = new
+
+
+def canonical_extractor_name(name: str) -> str:
+    return _ALIASES.get(name, name)
 
 
 def _load_builtins() -> None:
@@ -140,6 +182,9 @@ def list_extractors(modality: str | None = None) -> list[str]:
 
 def extractor_class(name: str) -> type[Extractor]:
     _load_builtins()
+    if name in _ALIASES:
+        warnings.warn(f"extractor {name!r} was renamed {_ALIASES[name]!r}", DeprecationWarning, stacklevel=2)
+        name = _ALIASES[name]
     if name not in _REGISTRY:
         raise UnknownName(f"unknown extractor {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]

@@ -17,7 +17,7 @@ def test_extract_train_predict_ls_query_json(tmp_path):
                "--set", "min_count=1", "--dataset", "news", "--store", store, "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert set(out) == {"feature_set", "path", "rows", "rejected", "items_per_s"}
+    assert set(out) == {"feature_set", "path", "rows", "rejected", "items_per_s", "processed", "changes"}
     assert out["rows"] == 60 and out["rejected"] == 2
     r = mmfeat("train-head", "news/word2vec", "--store", store, "--out", str(tmp_path / "head"), "--json")
     assert r.returncode == 0, r.stderr

@@ -10,7 +10,7 @@ import pytest
 
 from helpers import HashTextExtractor, write_text_manifest
 from pipeline.errors import MmfeatError, UnknownName
-from pipeline.extract import JobSpec, extract, open_job, plan_shards
+from pipeline.extract import JobSpec, extract, plan
 from pipeline.registry import create_extractor, list_extractors
 from pipeline.store import FeatureStore
 
@@ -90,9 +90,9 @@ def test_incremental_extraction_processes_only_new_ids(store, tmp_path):
 
 def test_shard_ids_are_deterministic(store, tmp_path):
     manifest = write_text_manifest(str(tmp_path / "m.jsonl"), 25)
-    job = open_job(JobSpec(manifest, "text", "test-hash", (), "det", store))
-    a = [s.shard_id for s in plan_shards(job, 10)]
-    b = [s.shard_id for s in plan_shards(job, 10)]
+    spec = JobSpec(manifest, "text", "test-hash", (), "det", store)
+    a = [s.shard_id for s in plan(spec, 10).shards]
+    b = [s.shard_id for s in plan(spec, 10).shards]
     assert a == b and len(a) == 3 and len(set(a)) == 3
 
 

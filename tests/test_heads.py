@@ -6,22 +6,17 @@ import pytest
 
 from pipeline.errors import MmfeatError
 from pipeline.heads import predict, train_head
-from pipeline.store import FeatureStore, features_table
-from pipeline.store.featureset import empty_rejects
+from pipeline.store import FeatureStore, import_arrays
 
 
 def _set(store, dataset, x, y, splits=None, extractor="digits", config_id=None):
     from pipeline.config import sha256_text
 
-    prov = {"format": 1, "dataset": dataset, "extractor": extractor, "extractor_version": "1", "config": {},
+    prov = {"format": 2, "dataset": dataset, "extractor": extractor, "extractor_version": "1", "config": {},
             "config_id": config_id or sha256_text(extractor + dataset), "weights_sha256": None, "dim": x.shape[1],
             "versions": {}, "created": "2026-01-01T00:00:00+00:00", "frame_dim": None}
-    fs = FeatureStore(store).create(prov)
     ids = [f"i{i:05d}" for i in range(len(x))]
-    splits = splits if splits is not None else [None] * len(x)
-    fs.write_shard("0" * 16, features_table(ids, [None if v is None else str(v) for v in y], splits, ids,
-                                           x.astype(np.float32)), empty_rejects(), len(x))
-    return fs.name
+    return import_arrays(FeatureStore(store), prov, ids, x, [None if v is None else str(v) for v in y], splits).name
 
 
 def test_linear_and_mlp_heads_match_sklearn_on_digits(store, tmp_path):
@@ -56,8 +51,8 @@ def test_refusals(store, tmp_path):
     with pytest.raises(MmfeatError, match="no labelled rows"):
         train_head([none], None, store)
     y = ["a", "b"] * 20
-    a = _set(store, "fused", x, y, ["train"] * 30 + ["test"] * 10, extractor="ex1")
-    b = _set(store, "fused", x, y, ["train"] * 25 + ["test"] * 15, extractor="ex2")
+    a = _set(store, "fused-a", x, y, ["train"] * 30 + ["test"] * 10, extractor="ex1")
+    b = _set(store, "fused-b", x, y, ["train"] * 25 + ["test"] * 15, extractor="ex2")
     with pytest.raises(MmfeatError, match="leak"):
         train_head([a, b], None, store)
     good = _set(store, "ok", x, y, extractor="ex1")
@@ -71,8 +66,8 @@ def test_fusion_joins_on_id_and_reports_missing(store, tmp_path):
     rng = np.random.default_rng(1)
     y = np.array(["a", "b"] * 50)
     x1 = rng.normal(size=(100, 4)) + (y == "a")[:, None]
-    a = _set(store, "mm", x1, y, extractor="img")
-    b = _set(store, "mm", rng.normal(size=(90, 2)), y[:90], extractor="txt")
+    a = _set(store, "mm-images", x1, y, extractor="img")
+    b = _set(store, "mm-texts", rng.normal(size=(90, 2)), y[:90], extractor="txt")
     card = train_head([a, b], None, store, str(tmp_path / "f"))
     assert card["dim"] == 6 and card["data"]["joined"] == 90 and card["data"]["missing_from_some_set"] == 10
     with pytest.raises(MmfeatError, match="missing from some feature set"):
@@ -102,13 +97,11 @@ def test_multi_target_heads_share_features_and_read_meta_columns(store, tmp_path
     meta = pa.array([[("parity", p)] + ([("size", b)] if b else []) for p, b in zip(parity, big)], META_TYPE)
     from pipeline.config import sha256_text
 
-    prov = {"format": 1, "dataset": "mt", "extractor": "digits", "extractor_version": "1", "config": {},
+    prov = {"format": 2, "dataset": "mt", "extractor": "digits", "extractor_version": "1", "config": {},
             "config_id": sha256_text("mt"), "weights_sha256": None, "dim": 64, "versions": {},
             "created": "2026-01-01T00:00:00+00:00", "frame_dim": None}
-    fs = FeatureStore(store).create(prov)
     ids = [f"i{i:05d}" for i in range(len(x))]
-    fs.write_shard("0" * 16, features_table(ids, [str(v) for v in y], [None] * len(x), ids, x.astype(np.float32),
-                                           meta=meta), empty_rejects(), len(x))
+    fs = import_arrays(FeatureStore(store), prov, ids, x, [str(v) for v in y], meta=meta)
     cards = train_heads([fs.name], ["label", "parity", "size"], None, store, str(tmp_path / "mt"))
     assert [c["label"] for c in cards] == ["label", "parity", "size"]
     assert [c["classes"] for c in cards[1:]] == [["even", "odd"], ["big", "small"]]

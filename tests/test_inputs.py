@@ -27,7 +27,7 @@ def test_traversal_absolute_and_escaping_symlinks_refused(tmp_path, store):
     paths, bad = resolve_paths(ds, ds.table["source"].to_pylist())
     assert paths[0] == str(root / "cats" / "a.txt")
     assert {i: b.reason for i, b in bad.items()} == {1: "unsafe_path", 2: "unsafe_path", 3: "unsafe_path"}
-    s = extract(str(manifest), "text", "word2vec", {"min_count": "1"}, store=store)
+    s = extract(str(manifest), "text", "word2vec", {"min_count": "1"}, store=store, max_reject_fraction=1.0)
     rejects = FeatureStore(store).resolve(s["feature_set"]).rejects()
     assert sorted(rejects["id"].to_pylist()) == ["abs", "dots", "link"]
     assert set(rejects["stage"].to_pylist()) == {"resolve"}

@@ -10,13 +10,14 @@ from hypothesis import strategies as st
 from helpers import write_text_manifest
 from pipeline.errors import StoreError
 from pipeline.extract import extract
-from pipeline.store import FeatureStore, features_table
+from pipeline.store import FeatureStore, import_arrays
 from pipeline.store.featureset import empty_rejects
+from pipeline.store.rows import part_table
 from pipeline.store.schema import PROVENANCE_KEY
 
 
 def _provenance(dim=4, config_id="a" * 64, dataset="ds"):
-    return {"format": 1, "dataset": dataset, "extractor": "test-hash", "extractor_version": "1", "config": {"dim": dim},
+    return {"format": 2, "dataset": dataset, "extractor": "test-hash", "extractor_version": "1", "config": {"dim": dim},
             "config_id": config_id, "weights_sha256": None, "dim": dim, "versions": {"mmfeat": "0"},
             "created": "2026-01-01T00:00:00+00:00", "frame_dim": None}
 
@@ -30,16 +31,15 @@ text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
                      min_size=1, max_size=20, unique_by=lambda r: r[0]))
 def test_round_trip_every_column_and_metadata(tmp_path_factory, rows):
     store = FeatureStore(str(tmp_path_factory.mktemp("rt")))
-    fs = store.create(_provenance())
+    rows = sorted(rows, key=lambda r: r[0])  # readers return the current view in id order
     ids, labels, splits, sources, vecs = zip(*rows)
     matrix = np.array(vecs, dtype=np.float32)
-    fs.write_shard("0" * 16, features_table(list(ids), list(labels), list(splits), list(sources), matrix),
-                   empty_rejects(), len(rows))
+    fs = import_arrays(store, _provenance(), list(ids), matrix, list(labels), list(splits))
     table = fs.table()
     assert table["id"].to_pylist() == list(ids)
     assert table["label"].to_pylist() == list(labels)
     assert table["split"].to_pylist() == list(splits)
-    assert table["source"].to_pylist() == list(sources)
+    assert table["source"].to_pylist() == list(ids)
     np.testing.assert_array_equal(fs.numpy()[1], matrix)
     assert table.schema.field("features").type == pa.list_(pa.float32(), 4)
     meta = pq.read_schema(fs.files()[0]).metadata[PROVENANCE_KEY]
@@ -69,17 +69,17 @@ def test_mixing_config_ids_refused(store, tmp_path):
 
 def test_two_writers_of_one_shard_yield_one_file(store):
     fs = FeatureStore(store).create(_provenance())
-    t = features_table(["a", "b"], ["x", None], [None, None], ["s", "t"], np.ones((2, 4), np.float32))
+    t = part_table(pa.array(["a", "b"]), pa.array(["c1", "c2"]), np.ones((2, 4), np.float32))
     fs.write_shard("1" * 16, t, empty_rejects(), 2)
     fs.write_shard("1" * 16, t, empty_rejects(), 2)
     names = sorted(os.listdir(fs.path))
     assert names == ["_done", "_manifest.json", f"part-{'1' * 16}.parquet", f"rejects-{'1' * 16}.parquet"]
-    assert fs.table().num_rows == 2
+    assert fs.keys().num_rows == 2
 
 
 def test_shard_counts_must_add_up(store):
     fs = FeatureStore(store).create(_provenance())
-    t = features_table(["a"], [None], [None], ["s"], np.ones((1, 4), np.float32))
+    t = part_table(pa.array(["a"]), pa.array(["c"]), np.ones((1, 4), np.float32))
     with pytest.raises(StoreError, match="2 inputs"):
         fs.write_shard("2" * 16, t, empty_rejects(), 2)
 

@@ -55,6 +55,7 @@ class Word2VecExtractor(Extractor):
     modality = "text"
     config_type = Word2VecConfig
     version = "1"
+    corpus_fitted = True
 
     def __init__(self, config: Word2VecConfig):
         super().__init__(config)
@@ -70,13 +71,16 @@ class Word2VecExtractor(Extractor):
         self.index = {w: i for i, w in enumerate(words)}
         self.stats, self._weights_sha = stats, digest
 
-    def fit_corpus(self, dataset, state_dir: str) -> None:
+    def fit_corpus(self, items, state_dir: str) -> None:
         """Train (or reuse the vectors saved in ``state_dir``) before extraction."""
         if self.vectors is not None:
             return
         vec_path, stats_path = os.path.join(state_dir, "vectors.bin"), os.path.join(state_dir, "stats.json")
         if not os.path.exists(stats_path):
-            texts = corpus(dataset, self.config.max_chars)
+            if items is None:
+                raise MmfeatError(f"no fitted word2vec state in {state_dir}: extract the dataset it is fitted "
+                                  "on first (with the same config)")
+            texts = corpus(items, self.config.max_chars)
             if self.config.vectors:
                 vectors, words = load_vectors(self.config.vectors, self.config.vectors_sha256)
             else:

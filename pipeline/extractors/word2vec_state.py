@@ -16,22 +16,17 @@ from .text_common import load_texts, tokenize_words
 
 
 class corpus:
-    """A restartable iterable over the dataset's usable texts, read in chunks (never all at once)."""
+    """A restartable iterable over the usable texts of a :class:`~pipeline.registry.Corpus`, read in
+    chunks (never all at once)."""
 
-    def __init__(self, dataset, max_chars: int, chunk: int = 4096):
-        self.dataset, self.max_chars, self.chunk = dataset, max_chars, chunk
+    def __init__(self, items, max_chars: int, chunk: int = 4096):
+        self.items, self.max_chars, self.chunk = items, max_chars, chunk
 
     def __iter__(self):
-        from ..inputs import resolve_paths
-
-        table = self.dataset.table
-        for start in range(0, table.num_rows, self.chunk):
-            rows = table.slice(start, self.chunk)
-            sources = rows["source"].to_pylist()
-            if self.dataset.kind == "path":
-                sources, _ = resolve_paths(self.dataset, sources)
-                sources = [s for s in sources if s is not None]
-            yield from load_texts(ItemBatch([""] * len(sources), sources, self.dataset.kind), self.max_chars)[1]
+        inputs = self.items.inputs
+        for start in range(0, len(inputs), self.chunk):
+            sources = inputs[start:start + self.chunk]
+            yield from load_texts(ItemBatch([""] * len(sources), sources, self.items.kind), self.max_chars)[1]
 
 
 class _Sentences:

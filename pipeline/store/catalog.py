@@ -10,6 +10,7 @@ import pyarrow.fs as pafs
 from ..errors import StoreError, UnknownName
 from . import files
 from .featureset import FeatureSet, load_manifest
+from .items import DatasetItems
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 DEFAULT_ROOT = "./mmfeat-store"
@@ -38,6 +39,14 @@ class FeatureStore:
     def set_path(self, dataset: str, extractor: str, config_id: str) -> str:
         return files.join(self.root, check_name("dataset", dataset), f"{check_name('extractor', extractor)}-{config_id[:12]}")
 
+    def dataset(self, name: str) -> DatasetItems:
+        """The dataset's binding and current items (``<store>/<dataset>/``)."""
+        return DatasetItems(self.fs, files.join(self.root, check_name("dataset", name)), name)
+
+    def open_path(self, path: str) -> FeatureSet:
+        """The feature set stored at ``path`` (as printed by ``ls --json``)."""
+        return FeatureSet(self.fs, path, load_manifest(self.fs, path))
+
     def create(self, provenance: dict[str, Any]) -> FeatureSet:
         """Open the feature set for this provenance, writing its manifest on first use."""
         path = self.set_path(provenance["dataset"], provenance["extractor"], provenance["config_id"])
@@ -63,8 +72,11 @@ class FeatureStore:
 
     def open(self, dataset: str, extractor: str, config_prefix: str | None = None) -> FeatureSet:
         """The feature set of ``dataset`` by ``extractor``; ``config_prefix`` picks among several configs."""
+        from ..registry import canonical_extractor_name
+
+        extractor = canonical_extractor_name(extractor)
         candidates = [fs for fs in self.feature_sets(check_name("dataset", dataset))
-                      if fs.manifest["extractor"] == extractor
+                      if canonical_extractor_name(fs.manifest["extractor"]) == extractor
                       and fs.config_id.startswith(config_prefix or "")]
         if not candidates:
             known = ", ".join(fs.name for fs in self.feature_sets()) or "none"
@@ -85,27 +97,60 @@ class FeatureStore:
             return self.open(dataset, match.group(1), match.group(2))
         return self.open(dataset, rest)
 
+    def views(self) -> tuple[list[tuple[str, FeatureSet]], list[str]]:
+        """(view name, feature set) pairs and notes. Every set has ``<dataset>__<extractor>_<config12>``;
+        the short ``<dataset>__<extractor>`` names the most recently created config, announced in a note
+        when there are several (so a name never mixes configs, and never silently disappears)."""
+        sets = [fs for fs in self.feature_sets() if fs.files()]
+        groups: dict[str, list[FeatureSet]] = {}
+        for fs in sets:
+            groups.setdefault(view_name(fs.manifest["dataset"], fs.manifest["extractor"]), []).append(fs)
+        views, notes = [], []
+        for short, members in sorted(groups.items()):
+            members.sort(key=lambda f: (f.manifest["created"], f.config_id))
+            views += [(f"{short}_{fs.config_id[:12]}", fs) for fs in members]
+            views.append((short, members[-1]))
+            if len(members) > 1:
+                notes.append(f"view {short} = {members[-1].name} (the most recent of {len(members)} configs; "
+                             f"the others: {', '.join(short + '_' + f.config_id[:12] for f in members[:-1])})")
+        return views, notes
+
     def duckdb(self, connection: Any = None) -> Any:
-        """A DuckDB connection with a view per feature set (and ``<view>_rejects``)."""
+        """A DuckDB connection with a view per feature set over its current view (and ``<view>_rejects``):
+        SQL over the committed files, joined with the dataset's current items, nothing loaded up front."""
         import duckdb
 
         con = connection or duckdb.connect()
-        sets = self.feature_sets()
-        short_counts: dict[str, int] = {}
-        for fs in sets:
-            key = view_name(fs.manifest["dataset"], fs.manifest["extractor"])
-            short_counts[key] = short_counts.get(key, 0) + 1
-        for fs in sets:
-            short = view_name(fs.manifest["dataset"], fs.manifest["extractor"])
-            names = [f"{short}_{fs.config_id[:12]}"] + ([short] if short_counts[short] == 1 else [])
-            for kind, suffix in (("part", ""), ("rejects", "_rejects")):
-                paths = fs.files(kind)
-                if not paths:
-                    continue
-                listing = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
-                for name in names:
-                    con.execute(f'CREATE OR REPLACE VIEW "{name}{suffix}" AS SELECT * FROM read_parquet([{listing}])')
+        for name, fs in self.views()[0]:
+            features, rejects = view_sql(fs)
+            con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {features}')
+            con.execute(f'CREATE OR REPLACE VIEW "{name}_rejects" AS {rejects}')
         return con
+
+
+def _files_sql(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def view_sql(fs: FeatureSet) -> tuple[str, str]:
+    """DuckDB SELECTs of a set's current view and its current rejects (the Python reader's semantics)."""
+    for path in fs.files():
+        fs._checked_footer(path)
+    parts, items = _files_sql(fs.files()), _files_sql([fs.items.items_path])
+    frames = ", p.frames" if fs.manifest.get("frame_dim") else ""
+    features = (f"SELECT p.id, i.label, i.split, i.source, CASE WHEN p.row_meta IS NULL THEN i.meta "
+                f"WHEN i.meta IS NULL THEN p.row_meta ELSE map_concat(i.meta, p.row_meta) END AS meta, "
+                f"p.features{frames} FROM read_parquet({parts}) p JOIN read_parquet({items}) i "
+                f"ON p.item = i.id AND p.content = i.content QUALIFY row_number() OVER (PARTITION BY p.id) = 1")
+    reject_files = fs.files("rejects")
+    if not reject_files:
+        return features, ("SELECT NULL::VARCHAR id, NULL::VARCHAR source, NULL::VARCHAR stage, NULL::VARCHAR reason, "
+                          "NULL::BOOLEAN retryable, NULL::VARCHAR message WHERE false")
+    rejects = (f"SELECT r.id, r.source, r.stage, r.reason, r.retryable, r.message FROM read_parquet({_files_sql(reject_files)}) r "
+               f"JOIN read_parquet({items}) i ON r.id = i.id AND r.content IS NOT DISTINCT FROM i.content "
+               f"WHERE NOT EXISTS (SELECT 1 FROM read_parquet({parts}) p WHERE p.item = r.id AND p.content = r.content) "
+               f"QUALIFY row_number() OVER (PARTITION BY r.id) = 1")
+    return features, rejects
 
 
 def view_name(dataset: str, extractor: str) -> str:

@@ -3,9 +3,13 @@
 Layout::
 
     <set>/_manifest.json           provenance of the set (written once, atomically)
-    <set>/part-<shard>.parquet     features of one shard
+    <set>/_plan/<shard>.parquet    the shard's items, written at planning, removed once committed
+    <set>/part-<shard>.parquet     features of one shard, keyed by (item, content)
     <set>/rejects-<shard>.parquet  rejected inputs of that shard
     <set>/_done/<shard>.json       written last: a shard exists only once this file does
+
+Readers see the current view: rows whose (item, content) is in the dataset's ``_items.parquet``
+(store/items.py), with that table's label, split and meta.
 """
 from __future__ import annotations
 
@@ -13,21 +17,22 @@ import json
 import re
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
 from ..errors import StoreError
 from . import files
+from .items import DatasetItems
 from .reading import FeatureSetReader
-from .schema import META_TYPE, PROVENANCE_KEY, REJECT_SCHEMA, feature_schema, parse_provenance
+from .schema import PROVENANCE_KEY, REJECT_SCHEMA, feature_schema, parse_provenance, part_schema
 
 SHARD_RE = re.compile(r"^[0-9a-f]{16}$")
 # Float features: no dictionary (it would win over and disable BYTE_STREAM_SPLIT), split bytes, zstd.
 # Measured in benchmarks/store_write.py (README): smaller files and faster reads than zstd alone.
-PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=["id", "label", "split", "source", "meta.key_value.key", "meta.key_value.value"],
+PARQUET_OPTIONS = dict(compression="zstd", compression_level=3,
+                       use_dictionary=["row_meta.key_value.key", "row_meta.key_value.value"],
                        use_byte_stream_split=["features.list.element", "frames.list.element.list.element"],
-                       write_statistics=["id", "label", "split"])
+                       write_statistics=["id", "item"])
 
 
 class FeatureSet(FeatureSetReader):
@@ -35,6 +40,7 @@ class FeatureSet(FeatureSetReader):
 
     def __init__(self, fs, path: str, manifest: dict[str, Any]):
         self.fs, self.path, self.manifest = fs, path, manifest
+        self.items = DatasetItems(fs, path.rsplit("/", 1)[0], manifest["dataset"])
 
     @property
     def config_id(self) -> str:
@@ -50,7 +56,11 @@ class FeatureSet(FeatureSetReader):
         return f"{self.manifest['dataset']}/{self.manifest['extractor']}-{self.config_id[:12]}"
 
     def schema(self) -> pa.Schema:
+        """The schema readers see (labels joined in from the dataset's current items)."""
         return feature_schema(self.dim, self.manifest.get("frame_dim"))
+
+    def part_schema(self) -> pa.Schema:
+        return part_schema(self.dim, self.manifest.get("frame_dim"))
 
     def shard_path(self, shard: str, kind: str = "part") -> str:
         if not SHARD_RE.match(shard):
@@ -75,16 +85,18 @@ class FeatureSet(FeatureSetReader):
         return files.exists(self.fs, files.join(self.path, "_done", f"{shard}.json"))
 
     def write_shard(self, shard: str, features: pa.Table, rejects: pa.Table, n_in: int,
-                    stats: dict[str, Any] | None = None, items: int | None = None) -> dict[str, Any]:
-        """Commit one shard: staging file, footer check, atomic rename, then the done marker.
-        ``items``: inputs that produced rows, when an input can yield several (audio windows)."""
-        items = features.num_rows if items is None else items
+                    stats: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Commit one shard (a :func:`rows.part_table` and a :func:`rows.reject_table`): staging
+        file, footer check, atomic rename, then the done marker."""
+        items = len(pc.unique(features["item"])) if features.num_rows else 0
         if items + rejects.num_rows != n_in:
             raise StoreError(f"shard {shard}: {n_in} inputs but {items} with rows + "
                              f"{rejects.num_rows} rejects")
         meta = {PROVENANCE_KEY: json.dumps(self.manifest, sort_keys=True).encode()}
-        self._write_parquet(self.shard_path(shard), features.cast(self.schema()).replace_schema_metadata(meta))
-        self._write_parquet(self.shard_path(shard, "rejects"), rejects.cast(REJECT_SCHEMA).replace_schema_metadata(meta))
+        files.write_parquet_atomic(self.fs, self.shard_path(shard),
+                                   features.cast(self.part_schema()).replace_schema_metadata(meta), **PARQUET_OPTIONS)
+        files.write_parquet_atomic(self.fs, self.shard_path(shard, "rejects"),
+                                   rejects.cast(REJECT_SCHEMA).replace_schema_metadata(meta), compression="zstd")
         reasons = {}
         if rejects.num_rows:
             for row in rejects.group_by("reason").aggregate([("id", "count")]).to_pylist():
@@ -94,24 +106,19 @@ class FeatureSet(FeatureSetReader):
         files.write_json_atomic(self.fs, files.join(self.path, "_done", f"{shard}.json"), marker)
         return marker
 
-    def _write_parquet(self, final: str, table: pa.Table) -> None:
-        tmp = files.staging_path(self.path, ".parquet")
-        options = PARQUET_OPTIONS if "features" in table.column_names else {"compression": "zstd"}
-        pq.write_table(table, tmp, filesystem=self.fs, **options)
-        written = pq.ParquetFile(self.fs.open_input_file(tmp)).metadata.num_rows
-        if written != table.num_rows:
-            self.fs.delete_file(tmp)
-            raise StoreError(f"{final}: wrote {written} rows, expected {table.num_rows}")
-        self.fs.move(tmp, final)
-
     def summary(self) -> dict[str, Any]:
-        markers = self.done_markers().values()
+        """Counts of the current view (rows, items, rejects by reason) and the set's provenance."""
+        markers = self.done_markers()
+        keys = self.table(columns=["id", "meta"]) if markers else None
+        rejects = self.rejects() if markers else REJECT_SCHEMA.empty_table()
         reasons: dict[str, int] = {}
-        for m in markers:
-            for reason, count in m.get("rejects_by_reason", {}).items():
-                reasons[reason] = reasons.get(reason, 0) + count
+        for reason in rejects["reason"].to_pylist():
+            reasons[reason] = reasons.get(reason, 0) + 1
+        current = self.items.binding() or {}
         return {"feature_set": self.name, "path": self.path, "config_id": self.config_id, "dim": self.dim,
-                "rows": sum(m["rows"] for m in markers), "rejected": sum(m["rejected"] for m in markers),
+                "rows": keys.num_rows if keys is not None else 0, "rejected": rejects.num_rows,
+                "items": current.get("current", {}).get("items", 0), "current": current.get("current"),
+                "parts_glob": files.join(self.path, "part-*.parquet"), "items_path": self.items.items_path,
                 "rejects_by_reason": reasons, "shards": len(markers), "extractor": self.manifest["extractor"],
                 "dataset": self.manifest["dataset"], "created": self.manifest["created"],
                 "weights_sha256": self.manifest["weights_sha256"], "versions": self.manifest["versions"]}
@@ -129,16 +136,3 @@ def load_manifest(fs, path: str) -> dict[str, Any]:
 def empty_rejects() -> pa.Table:
     return REJECT_SCHEMA.empty_table()
 
-
-def features_table(ids, labels, splits, sources, matrix: np.ndarray, frames=None, meta=None) -> pa.Table:
-    """Build a feature table from arrays; ``matrix`` is float32 (n, dim); ``meta`` a
-    map<string, string> array of the manifest's other columns (null when absent)."""
-    n, dim = matrix.shape
-    flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1))
-    columns = {"id": pa.array(ids, pa.string()), "label": pa.array(labels, pa.string()),
-               "split": pa.array(splits, pa.string()), "source": pa.array(sources, pa.string()),
-               "meta": meta if meta is not None else pa.nulls(n, META_TYPE),
-               "features": pa.FixedSizeListArray.from_arrays(flat, dim)}
-    if frames is not None:
-        columns["frames"] = frames
-    return pa.table(columns)

@@ -45,6 +45,34 @@ def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
     fs.move(tmp, path)
 
 
+def write_parquet_atomic(fs: pafs.FileSystem, path: str, table, **options: Any) -> None:
+    """Write to a hidden staging name, check the row count in the footer, rename into place."""
+    import pyarrow.parquet as pq
+
+    from ..errors import StoreError
+
+    directory = path.rsplit("/", 1)[0]
+    fs.create_dir(directory, recursive=True)
+    tmp = staging_path(directory, ".parquet")
+    pq.write_table(table, tmp, filesystem=fs, **options)
+    written = pq.ParquetFile(fs.open_input_file(tmp)).metadata.num_rows
+    if written != table.num_rows:
+        fs.delete_file(tmp)
+        raise StoreError(f"{path}: wrote {written} rows, expected {table.num_rows}")
+    fs.move(tmp, path)
+
+
+def delete_if_exists(fs: pafs.FileSystem, path: str) -> bool:
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        return False
+    if info.type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    else:
+        fs.delete_file(path)
+    return True
+
+
 def write_json_atomic(fs: pafs.FileSystem, path: str, obj: Any) -> None:
     write_bytes_atomic(fs, path, json.dumps(obj, indent=1, sort_keys=True).encode("utf-8"))
 

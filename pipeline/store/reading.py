@@ -1,4 +1,4 @@
-"""Read side of a feature set: pyarrow Table, numpy, torch and DuckDB views."""
+"""Read side of a feature set: the current view as a pyarrow Table, numpy, torch and DuckDB."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -9,11 +9,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import StoreError
-from .schema import PROVENANCE_KEY, REJECT_SCHEMA, parse_provenance
+from .rows import current_rejects, current_view
+from .schema import PROVENANCE_KEY, REJECT_SCHEMA, REJECT_VIEW_SCHEMA, parse_provenance
+
+_PART_ONLY = ("id", "features", "frames")
 
 
 class FeatureSetReader:
-    """Mixin: everything here reads only shards named by done markers."""
+    """Mixin: everything here reads only shards named by done markers, and only current rows."""
 
     def files(self, kind: str = "part") -> list[str]:
         return [self.shard_path(shard, kind) for shard in sorted(self.done_markers())]
@@ -28,33 +31,56 @@ class FeatureSetReader:
             raise StoreError(f"{path}: config_id {prov['config_id']} differs from the feature set's "
                              f"{self.config_id}; refusing to mix feature sets")
 
-    def table(self, columns: Sequence[str] | None = None, split: str | Sequence[str] | None = None,
-              label: str | Sequence[str] | None = None) -> pa.Table:
-        """All committed rows as one Arrow table, optionally filtered on split and label."""
+    def _read_parts(self, columns: Sequence[str]) -> pa.Table:
         paths = self.files()
         for path in paths:
             self._checked_footer(path)
+        schema = self.part_schema()
         if not paths:
-            return self.schema().empty_table() if columns is None else self.schema().empty_table().select(columns)
+            return schema.empty_table().select(list(columns))
         try:
-            tables = [pq.read_table(p, filesystem=self.fs, columns=columns) for p in paths]
+            tables = [pq.read_table(p, filesystem=self.fs, columns=list(columns)) for p in paths]
         except (OSError, pa.ArrowInvalid) as exc:
             raise StoreError(f"{self.path}: cannot read shards ({exc})") from None
-        table = pa.concat_tables(tables)
-        for column, wanted in (("split", split), ("label", label)):
-            if wanted is not None:
-                values = [wanted] if isinstance(wanted, str) else list(wanted)
-                table = table.filter(pc.is_in(table[column], pa.array(values, pa.string())))
-        return table
+        return pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
+
+    def table(self, columns: Sequence[str] | None = None, split: str | Sequence[str] | None = None,
+              label: str | Sequence[str] | None = None) -> pa.Table:
+        """The current view as one Arrow table, in id order, optionally filtered on split and label."""
+        schema = self.schema()
+        wanted = list(columns) if columns is not None else schema.names
+        unknown = [c for c in wanted if c not in schema.names]
+        if unknown:
+            raise StoreError(f"unknown column(s) {unknown}; columns: {', '.join(schema.names)}")
+        filters = [c for c, v in (("split", split), ("label", label)) if v is not None and c not in wanted]
+        read = ["id", "item", "content", "row_meta"] + [c for c in wanted if c in _PART_ONLY and c != "id"]
+        view = current_view(self._read_parts(read), self.items.current(), wanted + filters, self.name)
+        for column, value in (("split", split), ("label", label)):
+            if value is not None:
+                values = [value] if isinstance(value, str) else list(value)
+                view = view.filter(pc.is_in(view[column], pa.array(values, pa.string())))
+        return view.select(wanted).cast(pa.schema([schema.field(c) for c in wanted]))
 
     def ids(self) -> pa.ChunkedArray:
         return self.table(columns=["id"])["id"]
 
     def rejects(self) -> pa.Table:
+        """Rejects of current items that have no rows (id, source, stage, reason, retryable, message)."""
         paths = self.files("rejects")
         if not paths:
-            return REJECT_SCHEMA.empty_table()
-        return pa.concat_tables([pq.read_table(p, filesystem=self.fs) for p in paths]).replace_schema_metadata(None)
+            return REJECT_VIEW_SCHEMA.empty_table()
+        raw = pa.concat_tables([pq.read_table(p, filesystem=self.fs).replace_schema_metadata(None) for p in paths])
+        return current_rejects(raw.cast(REJECT_SCHEMA), self.items.current(), self._read_parts(["item", "content"]))
+
+    def keys(self, kind: str = "part") -> pa.Table:
+        """Every (item, content) key written (parts) or decided (rejects, with ``retryable``), current or not."""
+        if kind == "part":
+            return self._read_parts(["item", "content"]).rename_columns(["id", "content"])
+        paths = self.files("rejects")
+        if not paths:
+            return REJECT_SCHEMA.empty_table().select(["id", "content", "retryable"])
+        return pa.concat_tables([pq.read_table(p, filesystem=self.fs, columns=["id", "content", "retryable"])
+                                 .replace_schema_metadata(None) for p in paths])
 
     def numpy(self, split=None, label=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, features float32 (n, dim), labels) as numpy arrays."""
@@ -68,14 +94,13 @@ class FeatureSetReader:
         return torch.from_numpy(self.numpy(split=split, label=label)[1]).to(device)
 
     def duckdb(self, connection: Any = None) -> Any:
-        """A DuckDB relation over the committed shards (local stores)."""
+        """A DuckDB relation over the current view."""
         import duckdb
 
         con = connection or duckdb.connect()
-        paths = self.files()
-        if not paths:
+        if not self.files():
             raise StoreError(f"{self.path}: feature set has no committed shards yet")
-        return con.read_parquet(paths)
+        return con.from_arrow(self.table())
 
 
 def feature_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:

@@ -12,28 +12,50 @@ import pyarrow as pa
 from ..errors import StoreError
 
 PROVENANCE_KEY = b"mmfeat.provenance"
-FORMAT_VERSION = 1
+# Format 2: parts hold (item, content) keys and features; labels, splits and manifest columns live in
+# the dataset's current items table (store/items.py), joined at read time.
+FORMAT_VERSION = 2
 _VERSIONED = ("mmfeat", "torch", "transformers", "librosa", "gensim", "pyarrow", "numpy")
 _REQUIRED = {"format": int, "dataset": str, "extractor": str, "extractor_version": str,
              "config": dict, "config_id": str, "weights_sha256": (str, type(None)), "dim": int,
              "versions": dict, "created": str}
 
-REJECT_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("stage", pa.string()),
-                           ("reason", pa.string()), ("message", pa.string())])
-
-
 META_TYPE = pa.map_(pa.string(), pa.string())
+
+# Rejects carry the content hash they were decided on (null when the file could not be read at all).
+REJECT_SCHEMA = pa.schema([("id", pa.string()), ("content", pa.string()), ("source", pa.string()),
+                           ("stage", pa.string()), ("reason", pa.string()), ("retryable", pa.bool_()),
+                           ("message", pa.string())])
+# What readers see of rejects: the current view, without the internal key.
+REJECT_VIEW_SCHEMA = pa.schema([f for f in REJECT_SCHEMA if f.name != "content"])
+
+# The dataset's current items (one row per manifest row): what labels, splits and meta readers see.
+ITEMS_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("content", pa.string()),
+                          pa.field("source", pa.string()), pa.field("label", pa.string()),
+                          pa.field("split", pa.string()), pa.field("meta", META_TYPE),
+                          pa.field("size", pa.int64()), pa.field("mtime_ns", pa.int64())])
+
+
+def _frames_field(frame_dim: int) -> pa.Field:
+    return pa.field("frames", pa.list_(pa.list_(pa.float32(), frame_dim)))
+
+
+def part_schema(dim: int, frame_dim: int | None = None) -> pa.Schema:
+    """A part file: row ``id`` (``<item>#k`` for windows of one item), ``item`` (the manifest id),
+    ``content`` (the item's content hash), ``row_meta`` (what the extractor adds per row), features."""
+    fields = [pa.field("id", pa.string(), nullable=False), pa.field("item", pa.string(), nullable=False),
+              pa.field("content", pa.string(), nullable=False), pa.field("row_meta", META_TYPE),
+              pa.field("features", pa.list_(pa.float32(), dim), nullable=False)]
+    return pa.schema(fields + ([_frames_field(frame_dim)] if frame_dim else []))
 
 
 def feature_schema(dim: int, frame_dim: int | None = None) -> pa.Schema:
-    """id, label, split, source, meta (the manifest's other columns, as strings), features
-    (fixed_size_list<float32>[dim]) and optional frames."""
+    """What readers see: id, label, split, source, meta (the manifest's other columns, as strings,
+    plus the extractor's row entries), features (fixed_size_list<float32>[dim]) and optional frames."""
     fields = [pa.field("id", pa.string(), nullable=False), pa.field("label", pa.string()),
               pa.field("split", pa.string()), pa.field("source", pa.string()), pa.field("meta", META_TYPE),
               pa.field("features", pa.list_(pa.float32(), dim), nullable=False)]
-    if frame_dim:
-        fields.append(pa.field("frames", pa.list_(pa.list_(pa.float32(), frame_dim))))
-    return pa.schema(fields)
+    return pa.schema(fields + ([_frames_field(frame_dim)] if frame_dim else []))
 
 
 def library_versions() -> dict[str, str | None]:
@@ -67,6 +89,9 @@ def validate_provenance(obj: Any, where: str) -> dict[str, Any]:
             raise StoreError(f"{where}: provenance field {key!r} missing or of the wrong type")
     if obj["format"] > FORMAT_VERSION:
         raise StoreError(f"{where}: written by a newer mmfeat (format {obj['format']}); upgrade mmfeat")
+    if obj["format"] < FORMAT_VERSION:
+        raise StoreError(f"{where}: written by an older mmfeat (format {obj['format']}, labels inside the "
+                         f"features); remove it (mmfeat rm) and extract again")
     if len(obj["config_id"]) != 64 or any(c not in "0123456789abcdef" for c in obj["config_id"]):
         raise StoreError(f"{where}: config_id is not a sha256 hex digest")
     return obj

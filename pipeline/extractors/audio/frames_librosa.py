@@ -3,6 +3,18 @@ from __future__ import annotations
 
 import numpy as np
 
+# Spectral contrast compares band peaks with band valleys in dB, so bins holding only FFT rounding
+# noise (a narrowband recording resampled up: its top bands sit ~1e-8 below the clip's peak) would
+# give values that depend on how numpy's or torch's FFT rounds. Magnitudes are floored at 1e-6 of
+# the clip's peak (-120 dB, far under any recording's noise floor) on both backends, so those bands
+# read as flat (contrast 0) instead. Everything else matches librosa.feature.spectral_contrast.
+CONTRAST_FLOOR = 1e-6
+
+
+def floored(mag: np.ndarray) -> np.ndarray:
+    return np.maximum(mag, mag.max(initial=0.0) * CONTRAST_FLOOR)
+
+
 FEATURE_DIMS = {"mfcc": None, "chroma": 12, "mel": None, "contrast": None, "stft": 4, "zcr": 1, "rms": 1, "tonnetz": 6}
 
 
@@ -24,7 +36,7 @@ def librosa_frames(y: np.ndarray, sr: int, cfg, features: tuple[str, ...]) -> di
     if "chroma" in features:
         out["chroma"] = librosa.feature.chroma_stft(S=mag ** 2, sr=sr, tuning=c.tuning, n_fft=c.n_fft)
     if "contrast" in features:
-        out["contrast"] = librosa.feature.spectral_contrast(S=mag, sr=sr, fmin=c.contrast_fmin, n_bands=c.contrast_bands)
+        out["contrast"] = librosa.feature.spectral_contrast(S=floored(mag), sr=sr, fmin=c.contrast_fmin, n_bands=c.contrast_bands)
     if "stft" in features:
         centroid = librosa.feature.spectral_centroid(S=mag, sr=sr, n_fft=c.n_fft)
         out["stft"] = np.concatenate([
@@ -49,5 +61,5 @@ def classic193(y: np.ndarray, sr: int) -> np.ndarray:
         np.mean(librosa.feature.mfcc(y=y, sr=sr, n_mfcc=40).T, axis=0),
         np.mean(librosa.feature.chroma_stft(S=stft, sr=sr).T, axis=0),
         np.mean(librosa.feature.melspectrogram(y=y, sr=sr).T, axis=0),
-        np.mean(librosa.feature.spectral_contrast(S=stft, sr=sr).T, axis=0),
+        np.mean(librosa.feature.spectral_contrast(S=floored(stft), sr=sr).T, axis=0),
         np.mean(librosa.feature.tonnetz(y=librosa.effects.harmonic(y), sr=sr).T, axis=0)])

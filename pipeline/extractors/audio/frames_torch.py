@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .frames_librosa import CONTRAST_FLOOR
 from .tonal_torch import (PIPTRACK_N_FFT, UnsupportedRate, estimate_tuning, harmonic, normalize, pad_batch, tonnetz,
                           tuning_spectrum)
 
@@ -160,6 +161,8 @@ class TorchFrames:
         return torch.maximum(log, peak - top_db)
 
     def contrast(self, mag: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        peak = mag.masked_fill(~mask[:, None, :], 0).amax(dim=(1, 2), keepdim=True)
+        mag = torch.maximum(mag, peak * CONTRAST_FLOOR)  # see frames_librosa.CONTRAST_FLOOR
         peaks, valleys = [], []
         for rows, k in self.bands:
             band = mag[:, rows[0]:rows[-1] + 1, :]  # a slice, not a copy; topk: only the k extremes, no full sort

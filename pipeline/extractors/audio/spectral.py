@@ -159,7 +159,7 @@ class SpectralExtractor(Extractor):
     name = "spectral"
     modality = "audio"
     config_type = SpectralConfig
-    version = "1"
+    version = "2"  # 2: spectral contrast floored at 1e-6 of the clip peak (FFT-rounding independent)
 
     def __init__(self, config: SpectralConfig):
         super().__init__(config)

@@ -1,0 +1,114 @@
+"""Reclaiming space: ``gc`` drops rows that left the current view, ``remove`` deletes datasets, sets, heads."""
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..errors import StoreError
+from . import files
+from .catalog import FeatureStore
+from .featureset import FeatureSet
+from .items import item_keys
+
+STAGING_GRACE_S = 3600  # a younger staging file may belong to a writer still running
+
+
+def gc(store: FeatureStore, dry_run: bool = False) -> dict[str, Any]:
+    """Rewrite or delete shards holding rows (and rejects) outside the current view: removed items,
+    old contents, duplicate ids. Staging files older than an hour and plans of committed shards go too.
+    Run it when no extract is writing to the same sets."""
+    report = {"sets": 0, "rows_dropped": 0, "rejects_dropped": 0, "shards_rewritten": 0, "shards_deleted": 0,
+              "staging_deleted": 0, "plans_deleted": 0}
+    for fs in store.feature_sets():
+        report["sets"] += 1
+        _gc_set(fs, report, dry_run)
+        report["staging_deleted"] += _sweep_staging(fs, dry_run)
+    return report
+
+
+def _gc_set(fs: FeatureSet, report: dict[str, int], dry_run: bool) -> None:
+    items = item_keys(fs.items.current()["id"], fs.items.current()["content"])
+    seen_rows: set[str] = set()
+    extracted = fs.keys("part")
+    extracted_keys = item_keys(extracted["id"], extracted["content"])
+    seen_rejects: set[str] = set()
+    for shard, marker in sorted(fs.done_markers().items()):
+        part = pq.read_table(fs.shard_path(shard), filesystem=fs.fs)
+        rejects = pq.read_table(fs.shard_path(shard, "rejects"), filesystem=fs.fs)
+        keep = _first_current(part["id"], item_keys(part["item"], part["content"]), items, seen_rows)
+        rkeys = item_keys(rejects["id"], rejects["content"])
+        rcurrent = pc.and_(pc.is_in(rkeys, value_set=items), pc.invert(pc.is_in(rkeys, value_set=extracted_keys)))
+        rkeep = _first_current(rejects["id"], rkeys, items, seen_rejects, rcurrent)
+        if keep.all() and rkeep.all():
+            continue
+        report["rows_dropped"] += int((~keep).sum())
+        report["rejects_dropped"] += int((~rkeep).sum())
+        if dry_run:
+            continue
+        part, rejects = part.filter(pa.array(keep)), rejects.filter(pa.array(rkeep))
+        if part.num_rows or rejects.num_rows:
+            n_in = (len(pc.unique(part["item"])) if part.num_rows else 0) + rejects.num_rows
+            new = hashlib.sha256(f"{shard}:gc:{part.num_rows}:{rejects.num_rows}".encode()).hexdigest()[:16]
+            fs.write_shard(new, part.replace_schema_metadata(None), rejects.replace_schema_metadata(None), n_in,
+                           {"compacted_from": shard})
+            report["shards_rewritten"] += 1
+        else:
+            report["shards_deleted"] += 1
+        # Marker first: from then on readers ignore the old files, whatever happens next.
+        files.delete_if_exists(fs.fs, files.join(fs.path, "_done", f"{shard}.json"))
+        files.delete_if_exists(fs.fs, fs.shard_path(shard))
+        files.delete_if_exists(fs.fs, fs.shard_path(shard, "rejects"))
+    done = fs.done_markers()
+    for name in files.list_names(fs.fs, files.join(fs.path, "_plan")):
+        if name.endswith(".parquet") and name[:-8] in done:
+            report["plans_deleted"] += 1
+            if not dry_run:
+                files.delete_if_exists(fs.fs, files.join(fs.path, "_plan", name))
+
+
+def _first_current(ids: pa.ChunkedArray, keys: pa.Array, items: pa.Array, seen: set[str],
+                   current: pa.Array | None = None) -> np.ndarray:
+    """Mask of rows that are current and the first row of their id across the set's shards."""
+    current = pc.is_in(keys, value_set=items) if current is None else current
+    mask = current.to_numpy(zero_copy_only=False).copy()
+    for i, row_id in enumerate(ids.to_pylist()):
+        if mask[i]:
+            mask[i] = row_id not in seen
+            seen.add(row_id)
+    return mask
+
+
+def _sweep_staging(fs: FeatureSet, dry_run: bool) -> int:
+    count = 0
+    now = time.time()
+    for directory in (fs.path, files.join(fs.path, "_done"), files.join(fs.path, "_plan")):
+        selector = files.pafs.FileSelector(directory, allow_not_found=True)
+        for info in fs.fs.get_file_info(selector):
+            old = info.mtime is not None and now - info.mtime.timestamp() > STAGING_GRACE_S
+            if info.base_name.startswith(".staging-") and old:
+                count += 1
+                if not dry_run:
+                    fs.fs.delete_file(info.path)
+    return count
+
+
+def remove(store: FeatureStore, target: str) -> str:
+    """Delete ``DATASET`` (its sets, items and fitted state), ``DATASET/EXTRACTOR[-CONFIG]`` (one set)
+    or ``head:NAME`` (a head under ``<store>/_heads``). Returns the path removed."""
+    if target.startswith("head:"):
+        from .catalog import check_name
+
+        path = files.join(store.root, "_heads", check_name("head", target[5:]))
+    elif "/" in target:
+        path = store.resolve(target).path
+    else:
+        path = store.dataset(target).path
+    if not files.delete_if_exists(store.fs, path):
+        raise StoreError(f"nothing to remove: {target} is not in {store.uri}")
+    return path
