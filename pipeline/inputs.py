@@ -21,7 +21,8 @@ from .store.schema import META_TYPE
 SPLITS = ("train", "val", "test")
 # Manifest file stems that say nothing about the data: such a manifest is named after its folder.
 _GENERIC_STEMS = {"manifest", "metadata", "meta", "index", "data", "dataset", "labels", "items", "list", "files",
-                  "all", "train", "test", "val", "annotations"}
+                  "all", "annotations"}
+_SPLIT_STEMS = {"train", "test", "val", "valid", "validation", "dev"}  # .../news/train.csv is news-train
 _SPLIT_ALIASES = {"validation": "val", "valid": "val", "dev": "val"}
 _TRAVERSAL = r"(^|[/\\])\.\.([/\\]|$)"
 
@@ -56,14 +57,18 @@ def load_dataset(source: str, name: str | None = None, allow_absolute: bool = Fa
 
 def default_dataset_name(source: str) -> str:
     """A folder's name; a manifest's file stem, or its folder's name when the stem is generic
-    (``.../photos/manifest.csv`` is ``photos``). Names that are not valid become valid ones."""
+    (``.../photos/manifest.csv`` is ``photos``); a split's manifest is ``<folder>-<split>``
+    (``.../news/train.csv`` is ``news-train``). Names that are not valid become valid ones."""
     source = os.path.abspath(source)
     if os.path.isdir(source):
         name = os.path.basename(os.path.normpath(source))
     else:
         stem = os.path.splitext(os.path.basename(source))[0]
         folder = os.path.basename(os.path.dirname(source))
-        name = folder if stem.lower() in _GENERIC_STEMS and folder else stem
+        if stem.lower() in _GENERIC_STEMS and folder:
+            name = folder
+        else:
+            name = f"{folder}-{stem}" if stem.lower() in _SPLIT_STEMS and folder else stem
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip("._-")[:128] or "dataset"
     return name.replace("..", "_")
 

@@ -63,7 +63,9 @@ class Word2VecExtractor(Extractor):
         self.index: dict[str, int] = {}
         self.stats: CorpusStats | None = None
         self._weights_sha: str | None = None
-        if config.vectors and config.pooling == "mean":
+        self._state_dir: str | None = None  # the fitted state loaded now (one instance serves many datasets)
+        self._preloaded = bool(config.vectors and config.pooling == "mean")
+        if self._preloaded:
             self._use(*load_vectors(config.vectors, config.vectors_sha256), None, sha256_file(config.vectors))
 
     def _use(self, vectors, words, stats, digest) -> None:
@@ -73,7 +75,7 @@ class Word2VecExtractor(Extractor):
 
     def fit_corpus(self, items, state_dir: str) -> None:
         """Train (or reuse the vectors saved in ``state_dir``) before extraction."""
-        if self.vectors is not None:
+        if self._preloaded or self._state_dir == state_dir:
             return
         vec_path, stats_path = os.path.join(state_dir, "vectors.bin"), os.path.join(state_dir, "stats.json")
         if not os.path.exists(stats_path):
@@ -95,6 +97,7 @@ class Word2VecExtractor(Extractor):
             stats = CorpusStats.from_json(json.load(f))
         digest = hashlib.sha256((sha256_file(vec_path) + sha256_file(stats_path)).encode()).hexdigest()
         self._use(vectors, words, stats, digest)
+        self._state_dir = state_dir
 
     def _common_component(self, texts) -> list[float]:
         gram = np.zeros((self.config.vector_size,) * 2)

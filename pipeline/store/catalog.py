@@ -107,7 +107,8 @@ class FeatureStore:
             groups.setdefault(view_name(fs.manifest["dataset"], fs.manifest["extractor"]), []).append(fs)
         views, notes = [], []
         for short, members in sorted(groups.items()):
-            members.sort(key=lambda f: (f.manifest["created"], f.config_id))
+            members.sort(key=lambda f: (self.fs.get_file_info(files.join(f.path, "_manifest.json")).mtime_ns or 0,
+                                        f.config_id))
             views += [(f"{short}_{fs.config_id[:12]}", fs) for fs in members]
             views.append((short, members[-1]))
             if len(members) > 1:
