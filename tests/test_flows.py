@@ -55,3 +55,67 @@ def test_dask_runner_matches_local_and_survives_a_killed_worker(harness, tmp_pat
     a = FeatureStore(str(tmp_path / "a")).resolve(local).table().sort_by("id")
     b = FeatureStore(str(tmp_path / "b")).resolve(remote).table().sort_by("id")
     assert a.equals(b) and a.num_rows == 120 - 14
+
+
+PLUGIN = '''
+import dataclasses, functools
+import numpy as np
+from pipeline.extractors.batching import MapExtractor
+from pipeline.extractors.text_common import read_text
+from pipeline.registry import register_extractor
+
+
+@dataclasses.dataclass(frozen=True)
+class LengthsConfig:
+    scale: float = 1.0
+
+    def __post_init__(self):
+        if self.scale <= 0:
+            raise ValueError("scale must be > 0")
+
+
+@register_extractor
+class Lengths(MapExtractor):
+    name, modality, config_type, dim = "lengths", "text", LengthsConfig, 3
+
+    def decoder(self, kind):
+        return functools.partial(read_text, kind=kind, max_chars=100_000)
+
+    def embed(self, texts):
+        return np.array([[len(t) * self.config.scale, len(t.split()), t.count("e")] for t in texts], np.float32)
+'''
+
+
+def test_plugin_extractor_through_cli_head_and_flow(harness, tmp_path, monkeypatch):
+    """A map-style extractor of 20 lines, registered through MMFEAT_PLUGINS, in every entry point."""
+    import json
+    import subprocess
+    import sys
+
+    from flows import extract_flow
+
+    (tmp_path / "mmfeat_lengths.py").write_text(PLUGIN)
+    store = str(tmp_path / "store")
+    env = {**os.environ, "MMFEAT_PLUGINS": "mmfeat_lengths", "PYTHONPATH": str(tmp_path)}
+    texts = os.path.join(SAMPLE, "texts.jsonl")
+    cli = [sys.executable, "-m", "pipeline.cli"]
+    r = subprocess.run(cli + ["extract", texts, "--modality", "text", "--extractor", "lengths", "--store", store,
+                              "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["rows"] == 60 and out["rejected"] == 2
+    r = subprocess.run(cli + ["train-head", out["feature_set"], "--store", store, "--out", str(tmp_path / "h"), "--json"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("MMFEAT_PLUGINS", "helpers,mmfeat_lengths")
+    assert extract_flow(texts, "text", "lengths", {"scale": "2"}, store=store).startswith("texts/lengths-")
+
+
+def test_flow_that_rejects_too_much_fails(harness, tmp_path):
+    from flows import extract_flow
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,path\n" + "".join(f"x{i},missing/{i}.png\n" for i in range(5)))
+    state = extract_flow(str(bad), "image", store=str(tmp_path / "store"), return_state=True)
+    assert state.is_failed() and "5 of 5 items rejected" in state.message

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import numpy as np
@@ -9,9 +10,10 @@ import torch
 
 from ..config import cached_file_digest, check_choice, runtime_field
 from ..errors import MmfeatError
-from ..registry import BatchResult, Extractor, ItemBatch, register_extractor
+from ..registry import register_extractor
+from .batching import MapExtractor
 from .runtime import autocast, resolve_device, resolve_dtype
-from .text_common import load_texts
+from .text_common import read_text
 from .text_models import resolve_model_dir, weights_file
 
 
@@ -46,11 +48,12 @@ class BertConfig:
 
 
 @register_extractor
-class BertExtractor(Extractor):
+class BertExtractor(MapExtractor):
     name = "bert"
     modality = "text"
     config_type = BertConfig
     version = "1"
+    chunk_size = 1024  # texts per embed call: windows are sorted by length within it (little padding)
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
@@ -130,10 +133,10 @@ class BertExtractor(Extractor):
             pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
         return pooled.cpu().numpy()
 
-    def extract(self, batch: ItemBatch) -> BatchResult:
-        keep, texts, rejects = load_texts(batch, self.config.max_chars)
-        if not texts:
-            return BatchResult(np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64), rejects)
+    def decoder(self, kind: str):
+        return functools.partial(read_text, kind=kind, max_chars=self.config.max_chars)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
         windows, owner = self.windows(texts)
         pooled = self.encode(windows)
         sums = np.zeros((len(texts), self.dim), np.float64)
@@ -141,7 +144,7 @@ class BertExtractor(Extractor):
         features = sums / np.bincount(owner, minlength=len(texts))[:, None]
         if self.config.normalize:
             features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-        return BatchResult(features.astype(np.float32), np.array(keep, np.int64), rejects)
+        return features.astype(np.float32)
 
 
 def _load_encoder(auto_model, model_dir: str):

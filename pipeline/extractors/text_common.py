@@ -15,19 +15,25 @@ def load_texts(batch: ItemBatch, max_chars: int) -> tuple[list[int], list[str], 
     keep, texts, rejects = [], [], []
     for i, source in enumerate(batch.sources):
         try:
-            text = _read(source) if batch.kind == "path" else source
-            if text is None:
-                raise BadInput("null_text", "text is null", stage="validate")
-            if not text.strip():
-                raise BadInput("empty_text", "text is empty or whitespace only", stage="validate")
-            if len(text) > max_chars:
-                raise BadInput("too_long", f"{len(text)} characters > max_chars={max_chars}", stage="validate")
+            text = read_text(source, batch.kind, max_chars)
         except BadInput as err:
             rejects.append(Reject.from_error(i, err))
             continue
         keep.append(i)
         texts.append(text)
     return keep, texts, rejects
+
+
+def read_text(source: str | None, kind: str, max_chars: int) -> str:
+    """One item's text (inline, or a file read as strict UTF-8); a bad one raises ``BadInput``."""
+    text = _read(source) if kind == "path" else source
+    if text is None:
+        raise BadInput("null_text", "text is null", stage="validate")
+    if not text.strip():
+        raise BadInput("empty_text", "text is empty or whitespace only", stage="validate")
+    if len(text) > max_chars:
+        raise BadInput("too_long", f"{len(text)} characters > max_chars={max_chars}", stage="validate")
+    return text
 
 
 def _read(path: str) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -10,9 +11,10 @@ import os
 import numpy as np
 
 from ..config import check_choice, runtime_field, sha256_file
-from ..errors import MmfeatError
-from ..registry import BatchResult, Extractor, ItemBatch, register_extractor
-from .text_common import load_texts, tokenize_words
+from ..errors import BadInput, MmfeatError
+from ..registry import register_extractor
+from .batching import MapExtractor
+from .text_common import read_text, tokenize_words
 from .word2vec_state import CorpusStats, corpus, load_vectors, save_state, train
 
 
@@ -50,12 +52,13 @@ class Word2VecConfig:
 
 
 @register_extractor
-class Word2VecExtractor(Extractor):
+class Word2VecExtractor(MapExtractor):
     name = "word2vec"
     modality = "text"
     config_type = Word2VecConfig
     version = "1"
     corpus_fitted = True
+    chunk_size = 4096
 
     def __init__(self, config: Word2VecConfig):
         super().__init__(config)
@@ -148,14 +151,12 @@ class Word2VecExtractor(Extractor):
             x = x - np.outer(x @ u, u)
         return np.asarray(x, dtype=np.float32), has_words
 
-    def extract(self, batch: ItemBatch) -> BatchResult:
-        from ..registry import Reject
+    def decoder(self, kind: str):
+        return functools.partial(read_text, kind=kind, max_chars=self.config.max_chars)
 
-        keep, texts, rejects = load_texts(batch, self.config.max_chars)
-        if not texts:
-            return BatchResult(np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64), rejects)
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, dict[int, BadInput]]:
         features, has_words = self._pool(texts)
-        keep_a = np.array(keep, dtype=np.int64)
-        rejects += [Reject(int(i), "no_known_words", "no word of the text is in the vocabulary", "validate")
-                    for i in keep_a[~has_words]]
-        return BatchResult(features, keep_a[has_words], sorted(rejects, key=lambda r: r.index))
+        out = np.zeros((len(texts), self.dim), np.float32)
+        out[has_words] = features
+        unknown = BadInput("no_known_words", "no word of the text is in the vocabulary", "validate")
+        return out, {int(i): unknown for i in np.flatnonzero(~has_words)}

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
-import os
+import functools
 
 import numpy as np
 import torch
 
 from ...config import cached_file_digest, check_choice, runtime_field
-from ...registry import BatchResult, Extractor, ItemBatch, Reject, register_extractor
-from ..runtime import autocast, loader_context, resolve_device, resolve_dtype, worker_count
-from .decode import ImageFiles, collate, resize_crop_tensor, worker_init
+from ...registry import register_extractor
+from ..batching import MapExtractor
+from ..runtime import autocast, resolve_device, resolve_dtype, worker_count
+from .decode import decode_item, resize_crop_tensor, stack_images
 from .models import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, PooledFeatures, load_backbone
 
 
@@ -51,7 +52,7 @@ class CNNConfig:
 
 
 @register_extractor
-class CNNExtractor(Extractor):
+class CNNExtractor(MapExtractor):
     name = "cnn"
     modality = "image"
     config_type = CNNConfig
@@ -73,6 +74,7 @@ class CNNExtractor(Extractor):
         self.net = PooledFeatures(backbone.model, config.layers).to(self.device).to(memory_format=torch.channels_last)
         # Small CPU batches stay in cache (16 was fastest on the CPU); GPUs want large ones.
         self.batch_size = config.batch_size or (256 if self.device.type == "cuda" else 16)
+        self.chunk_size = self.batch_size
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = False
             torch.backends.cudnn.deterministic = True
@@ -95,6 +97,18 @@ class CNNExtractor(Extractor):
         return {"device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""), "crop": self.crop,
                 "resize": self.resize, "interpolation": self.interpolation}
 
+    def decoder(self, kind: str):
+        return functools.partial(decode_item, resize=self.resize, crop=self.crop, interpolation=self.interpolation,
+                                 resize_in_worker=not self.gpu_resize)
+
+    collate = staticmethod(stack_images)
+
+    def decode_workers(self, n_items: int) -> int:
+        return worker_count(self.config.num_workers, self.device, n_items, self.batch_size)
+
+    def embed(self, images) -> np.ndarray:
+        return self.forward_features(self._normalize(images)).cpu().numpy()
+
     def _normalize(self, images) -> torch.Tensor:
         if self.gpu_resize:
             images = [t.to(self.device, non_blocking=True) for t in images]
@@ -103,30 +117,10 @@ class CNNExtractor(Extractor):
             x = images.to(self.device, non_blocking=True).float()
         return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Features of a normalized float batch (N, 3, crop, crop)."""
         with torch.inference_mode(), autocast(self.device, self.dtype):
             f = self.forward(x).float()
             if self.config.flip_tta:
                 f = (f + self.forward(x.flip(-1)).float()) / 2
         return f
-
-    def extract(self, batch: ItemBatch) -> BatchResult:
-        n = len(batch)
-        workers = worker_count(self.config.num_workers, self.device, n, self.batch_size)
-        loader = torch.utils.data.DataLoader(
-            ImageFiles(batch.sources, self.resize, self.crop, self.interpolation, not self.gpu_resize),
-            batch_size=self.batch_size, num_workers=workers, collate_fn=collate,
-            worker_init_fn=worker_init if workers else None, pin_memory=self.device.type == "cuda",
-            prefetch_factor=4 if workers else None, persistent_workers=False,
-            multiprocessing_context=loader_context() if workers else None)
-        features = np.zeros((n, self.dim), np.float32)
-        ok = np.zeros(n, bool)
-        rejects: list[Reject] = []
-        for index, images, bad in loader:
-            rejects.extend(Reject.from_error(i, err) for i, err in bad)
-            if len(index):
-                features[index.numpy()] = self.embed(self._normalize(images)).cpu().numpy()
-                ok[index.numpy()] = True
-        keep = np.flatnonzero(ok)
-        return BatchResult(features[keep], keep, sorted(rejects, key=lambda r: r.index))

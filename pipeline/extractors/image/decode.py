@@ -14,10 +14,6 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False  # truncation is an error, never grey pi
 _PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
-def worker_init(_: int = 0) -> None:
-    torch.set_num_threads(1)  # decode workers must not compete with the model's threads
-
-
 def to_rgb(img: Image.Image) -> Image.Image:
     """Palette, alpha, CMYK, grayscale and 16-bit images to 8-bit RGB (alpha composited on white)."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -74,35 +70,19 @@ def resize_crop_pil(img: Image.Image, resize: int, crop: int, interpolation: str
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
 
 
-class ImageFiles(torch.utils.data.Dataset):
-    """Decodes one path per item; a bad file yields its reject instead of an image."""
-
-    def __init__(self, paths: list[str], resize: int, crop: int, interpolation: str, resize_in_worker: bool):
-        self.paths, self.resize, self.crop = paths, resize, crop
-        self.interpolation, self.resize_in_worker = interpolation, resize_in_worker
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        try:
-            img = decode(self.paths[i], self.resize)
-        except BadInput as err:
-            return i, None, err
-        if self.resize_in_worker:
-            return i, resize_crop_pil(img, self.resize, self.crop, self.interpolation), None
-        return i, torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1), None
+def decode_item(path: str, resize: int, crop: int, interpolation: str, resize_in_worker: bool) -> torch.Tensor:
+    """One file to a uint8 CHW tensor: resized and cropped here, or left whole for the device to resize."""
+    img = decode(path, resize)
+    if resize_in_worker:
+        return resize_crop_pil(img, resize, crop, interpolation)
+    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
 
 
-def collate(items):
-    """Keep the good images apart from the rejects; stack when sizes agree."""
-    good = [(i, t) for i, t, e in items if e is None]
-    bad = [(i, e) for i, t, e in items if e is not None]
-    index = torch.tensor([i for i, _ in good], dtype=torch.int64)
-    tensors = [t for _, t in good]
+def stack_images(tensors: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    """One tensor when sizes agree (resized in the workers), else the list (resized on the device)."""
     if tensors and all(t.shape == tensors[0].shape for t in tensors):
-        return index, torch.stack(tensors), bad
-    return index, tensors, bad
+        return torch.stack(tensors)
+    return tensors
 
 
 def resize_crop_tensor(images: list[torch.Tensor], resize: int, crop: int, interpolation: str) -> torch.Tensor:
