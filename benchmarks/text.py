@@ -74,7 +74,7 @@ def pipeline_rate(items: list[str], tmp: str, name: str, **overrides) -> float:
 def word2vec(tmp: str, tokens: int) -> None:
     from gensim.models import Word2Vec
 
-    from pipeline.extractors.text_common import tokenize_words
+    from pipeline.extractors.text.common import tokenize_words
 
     docs = texts(tokens // 55, 30, 80, seed=3)
     n_tokens = sum(len(d.split()) for d in docs)

@@ -32,8 +32,8 @@ from .errors import BadInput, UnknownName
 MODALITIES = ("image", "text", "audio")
 DEFAULT_EXTRACTOR = {"image": "cnn", "text": "bert", "audio": "spectral"}
 # Built-in extractors live in modules imported on first lookup, so `import pipeline` stays light.
-_BUILTIN_MODULES = ("pipeline.extractors.image", "pipeline.extractors.text_bert",
-                    "pipeline.extractors.text_word2vec", "pipeline.extractors.audio")
+_BUILTIN_MODULES = ("pipeline.extractors.image", "pipeline.extractors.text",
+                    "pipeline.extractors.audio")
 _REGISTRY: dict[str, type["Extractor"]] = {}
 _ALIASES: dict[str, str] = {}  # old name -> current name (renamed extractors stay readable)
 

@@ -61,7 +61,7 @@ PLUGIN = '''
 import dataclasses, functools
 import numpy as np
 from pipeline.extractors.batching import MapExtractor
-from pipeline.extractors.text_common import read_text
+from pipeline.extractors.text.common import read_text
 from pipeline.registry import register_extractor
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pipeline.errors import MmfeatError
-from pipeline.extractors.text_bert import BertConfig, BertExtractor
+from pipeline.extractors.text.bert import BertConfig, BertExtractor
 from pipeline.registry import ItemBatch, create_extractor
 
 SENTENCES = ["The cat sat on the mat.", "A kitten is resting on a rug.", "Interest rates rose again this quarter.",

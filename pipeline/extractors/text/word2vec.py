@@ -10,11 +10,11 @@ import os
 
 import numpy as np
 
-from ..config import check_choice, runtime_field, sha256_file
-from ..errors import BadInput, MmfeatError
-from ..registry import register_extractor
-from .batching import MapExtractor
-from .text_common import read_text, tokenize_words
+from ...config import check_choice, runtime_field, sha256_file
+from ...errors import BadInput, MmfeatError
+from ...registry import register_extractor
+from ..batching import MapExtractor
+from .common import read_text, tokenize_words
 from .word2vec_state import CorpusStats, corpus, load_vectors, save_state, train
 
 

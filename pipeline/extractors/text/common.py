@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from ..errors import BadInput
-from ..registry import ItemBatch, Reject
+from ...errors import BadInput
+from ...registry import ItemBatch, Reject
 
 _TOKEN_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
 

@@ -8,7 +8,7 @@ import shutil
 import tempfile
 import zipfile
 
-from ..errors import MmfeatError
+from ...errors import MmfeatError
 
 MINILM = "all-MiniLM-L6-v2"
 

@@ -9,10 +9,10 @@ import tempfile
 
 import numpy as np
 
-from ..config import sha256_file
-from ..errors import MmfeatError
-from ..registry import ItemBatch
-from .text_common import load_texts, tokenize_words
+from ...config import sha256_file
+from ...errors import MmfeatError
+from ...registry import ItemBatch
+from .common import load_texts, tokenize_words
 
 
 class corpus:

@@ -8,13 +8,13 @@ import os
 import numpy as np
 import torch
 
-from ..config import cached_file_digest, check_choice, runtime_field
-from ..errors import MmfeatError
-from ..registry import register_extractor
-from .batching import MapExtractor
-from .runtime import autocast, resolve_device, resolve_dtype
-from .text_common import read_text
-from .text_models import resolve_model_dir, weights_file
+from ...config import cached_file_digest, check_choice, runtime_field
+from ...errors import MmfeatError
+from ...registry import register_extractor
+from ..batching import MapExtractor
+from ..runtime import autocast, resolve_device, resolve_dtype
+from .common import read_text
+from .models import resolve_model_dir, weights_file
 
 
 @dataclasses.dataclass(frozen=True)
