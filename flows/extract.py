@@ -68,8 +68,9 @@ def _uses_gpu(spec: lib.JobSpec) -> bool:
 
 
 @task(name="summarize")
-def summary_task(store: str | None, set_path: str, markers: list[dict], max_reject_fraction: float) -> dict:
-    return lib.finish(store, set_path, markers, max_reject_fraction)
+def summary_task(store: str | None, set_path: str, markers: list[dict], max_reject_fraction: float,
+                 lease: str | None) -> dict:
+    return lib.finish(store, set_path, markers, max_reject_fraction, lease)
 
 
 @flow(name="extract", task_runner=task_runner(), log_prints=False)
@@ -99,7 +100,7 @@ def extract_flow(source: str, modality: Literal["image", "text", "audio"], extra
         logger.info("shard %s: %d rows, %d rejected", marker["shard"], marker["rows"], marker["rejected"])
     if not shards:
         update_progress_artifact(progress, 100.0)
-    summary = summary_task(store, run_plan.path, markers, max_reject_fraction)
+    summary = summary_task(store, run_plan.path, markers, max_reject_fraction, run_plan.lease)
     processed = run_plan.processed
     seconds = time.perf_counter() - start
     rate = processed / seconds if processed else 0.0

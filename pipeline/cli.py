@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("sql")
     g = sub.add_parser("gc", parents=[store, as_json], help="drop stored rows that left the current view")
     g.add_argument("--dry-run", action="store_true", help="report what would be dropped, change nothing")
+    f = sub.add_parser("fsck", parents=[store, as_json], help="check the store; --repair drops what is broken")
+    f.add_argument("--repair", action="store_true", help="drop damaged shards, orphan and foreign files")
     r = sub.add_parser("rm", parents=[store], help="remove a dataset, a feature set or a head")
     r.add_argument("target", help="DATASET, DATASET/EXTRACTOR[-CONFIGPREFIX], or head:NAME")
     d = sub.add_parser("demo", parents=[store], help="extract every modality of sample_data and train heads")
@@ -147,6 +149,18 @@ def run(argv: list[str] | None = None) -> int:
 
         report = gc(FeatureStore(args.store), args.dry_run)
         print(json.dumps(report) if json_out else ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.items()))
+    elif args.command == "fsck":
+        from .store import FeatureStore
+        from .store.maintenance import fsck
+
+        findings = fsck(FeatureStore(args.store).require(), args.repair)
+        if json_out:
+            print(json.dumps(findings))
+        for f in [] if json_out else findings:
+            print(f"{f['path']}: {f['problem']} -> {'repaired' if f['repaired'] else f['fix']}")
+        if not json_out:
+            print(f"{len(findings)} problem(s){', repaired' if args.repair and findings else ''}")
+        return 1 if findings and not args.repair else 0
     elif args.command == "rm":
         from .store import FeatureStore
         from .store.maintenance import remove

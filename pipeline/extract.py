@@ -26,6 +26,7 @@ from .registry import DEFAULT_EXTRACTOR, MODALITIES, Corpus, Extractor, ItemBatc
 from .rejects import reason as reject_reason
 from .store import FeatureSet, FeatureStore, make_provenance
 from .store.items import item_keys
+from .store.lease import Lease
 from .store.plan import read_plan, remove_plan, write_plan
 from .store.rows import part_table, reject_table
 
@@ -83,6 +84,7 @@ class Job:
 class Shard:
     shard_id: str
     size: int  # items in the shard's plan
+    lease: str | None = None  # the run's lease on the feature set, refreshed at each commit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +96,8 @@ class Plan:
     shards: tuple[Shard, ...]
     items: int
     changes: dict[str, int]
+    lease: str | None = None
+    swept: dict[str, int] | None = None  # debris of killed writers removed at planning
 
     @property
     def processed(self) -> int:
@@ -141,18 +145,30 @@ def _plan(spec: JobSpec, shard_size: int, retry_rejects: bool) -> tuple[Plan, Jo
     handle.publish(items, manifest_digest(spec.source, items), changes)
     usable = items.filter(pc.is_null(items["reason"]))["input"].to_pylist()
     job = open_job(spec, Corpus(usable, dataset.kind))
+    lease = Lease(store.fs, job.feature_set.path).acquire()
+    try:
+        swept = job.feature_set.sweep_debris()
+        return _plan_shards(job, items, shard_size, retry_rejects, dataset.kind, lease, changes, swept), job
+    except BaseException:
+        Lease(store.fs, job.feature_set.path, lease).release()
+        raise
+
+
+def _plan_shards(job: Job, items: pa.Table, shard_size: int, retry_rejects: bool, kind: str, lease: str,
+                 changes: dict[str, int], swept: dict[str, int]) -> Plan:
+    fs = job.feature_set
     todo = items.filter(pc.invert(pc.is_in(item_keys(items["id"], items["content"]),
-                                           value_set=_done_keys(job.feature_set, retry_rejects))))
+                                           value_set=_done_keys(fs, retry_rejects))))
     todo = todo.take(pc.sort_indices(todo["id"]))
     shards = []
     for start in range(0, todo.num_rows, shard_size):
         rows = todo.slice(start, shard_size)
-        digest = hashlib.sha256(job.feature_set.config_id.encode())
+        digest = hashlib.sha256(fs.config_id.encode())
         digest.update("\n".join(item_keys(rows["id"], rows["content"]).to_pylist()).encode("utf-8", "surrogatepass"))
-        shard = Shard(digest.hexdigest()[:16], rows.num_rows)
-        write_plan(store.fs, job.feature_set.path, shard.shard_id, rows, dataset.kind)
+        shard = Shard(digest.hexdigest()[:16], rows.num_rows, lease)
+        write_plan(fs.fs, fs.path, shard.shard_id, rows, kind)
         shards.append(shard)
-    return Plan(job.feature_set.name, job.feature_set.path, tuple(shards), items.num_rows, changes), job
+    return Plan(fs.name, fs.path, tuple(shards), items.num_rows, changes, lease, swept)
 
 
 def _done_keys(feature_set: FeatureSet, retry_rejects: bool) -> pa.Array:
@@ -200,6 +216,7 @@ def run_shard(job: Job, shard: Shard) -> dict[str, Any]:
     marker = fs.write_shard(shard.shard_id, part, reject_rows, len(ids),
                             {"seconds": round(time.perf_counter() - start, 4)})
     remove_plan(fs.fs, fs.path, shard.shard_id)
+    Lease(fs.fs, fs.path, shard.lease).refresh()
     return marker
 
 
@@ -217,12 +234,14 @@ def extract_shard(spec: JobSpec, shard: Shard) -> dict[str, Any]:
 
 
 def finish(store: str | None, set_path: str, markers: list[dict[str, Any]],
-           max_reject_fraction: float = DEFAULT_MAX_REJECT_FRACTION) -> dict[str, Any]:
-    """The feature set's summary after a run; raises :class:`TooManyRejects` when this run's shards
-    rejected more than ``max_reject_fraction`` of their items (no model is loaded)."""
+           max_reject_fraction: float = DEFAULT_MAX_REJECT_FRACTION, lease: str | None = None) -> dict[str, Any]:
+    """Release the run's lease and return the feature set's summary; raises :class:`TooManyRejects`
+    when this run's shards rejected more than ``max_reject_fraction`` of their items (no model is loaded)."""
+    st = FeatureStore(store)
+    Lease(st.fs, set_path, lease).release()
     if not 0 <= max_reject_fraction <= 1:
         raise MmfeatError(f"max_reject_fraction must be in [0, 1]; got {max_reject_fraction}")
-    summary = FeatureStore(store).open_path(set_path).summary()
+    summary = st.open_path(set_path).summary()
     n_in = sum(m["n_in"] for m in markers)
     rejected = sum(m["rejected"] for m in markers)
     if n_in and rejected / n_in > max_reject_fraction:
@@ -254,12 +273,17 @@ def extract(source: str, modality: str, extractor: str | None = None, overrides:
     bar = _progress_bar(run_plan.processed, run_plan.feature_set, progress)
     start = time.perf_counter()
     markers = []
-    for shard in run_plan.shards:
-        markers.append(run_shard(job, shard))
-        bar.update(shard.size)
-    bar.close()
+    try:
+        for shard in run_plan.shards:
+            markers.append(run_shard(job, shard))
+            bar.update(shard.size)
+    except BaseException:
+        Lease(job.feature_set.fs, run_plan.path, run_plan.lease).release()
+        raise
+    finally:
+        bar.close()
     elapsed = time.perf_counter() - start
-    summary = finish(store, run_plan.path, markers, max_reject_fraction)
+    summary = finish(store, run_plan.path, markers, max_reject_fraction, run_plan.lease)
     summary.update(processed=run_plan.processed, seconds=round(elapsed, 3), changes=run_plan.changes,
                    items_per_s=round(run_plan.processed / elapsed, 2) if run_plan.processed and elapsed > 0 else 0.0)
     return summary

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import BadInput, MmfeatError
+from .manifests import read_manifest
 from .store.catalog import check_name
 from .store.schema import META_TYPE
 
@@ -48,7 +49,7 @@ def load_dataset(source: str, name: str | None = None, allow_absolute: bool = Fa
     if os.path.isdir(source):
         root, table = os.path.abspath(source), _scan_folder(source)
     else:
-        root, table = os.path.dirname(os.path.abspath(source)), _read_manifest(source)
+        root, table = os.path.dirname(os.path.abspath(source)), read_manifest(source)
     default = default_dataset_name(source)
     kind = "text" if "text" in table.column_names and "path" not in table.column_names else "path"
     table = _normalize(table, kind, source)
@@ -79,32 +80,6 @@ def require_modality_columns(dataset: "Dataset", modality: str, where: str) -> N
         raise MmfeatError(f"{where}: the {modality} modality reads files, but the manifest has a 'text' column "
                           "and no 'path' column; give a 'path' column (relative to the manifest) or use "
                           "--modality text")
-
-
-def _read_manifest(path: str) -> pa.Table:
-    lower = path.lower()
-    try:
-        if lower.endswith(".csv"):
-            import pyarrow.csv as pcsv
-
-            import csv
-
-            # Every column as a string: "007" stays a speaker id, not the integer 7.
-            with open(path, newline="", encoding="utf-8-sig") as fh:
-                header = next(csv.reader(fh), [])
-            strings = {c: pa.string() for c in header}
-            return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(column_types=strings, strings_can_be_null=True))
-        if lower.endswith((".jsonl", ".ndjson", ".json")):
-            import pyarrow.json as pjson
-
-            return pjson.read_json(path)
-        if lower.endswith(".parquet"):
-            import pyarrow.parquet as pq
-
-            return pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise MmfeatError(f"cannot read manifest {path}: {exc}") from None
-    raise MmfeatError(f"unsupported manifest {path}: use .csv, .jsonl or .parquet, or a folder")
 
 
 def _scan_folder(root: str) -> pa.Table:

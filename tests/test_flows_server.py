@@ -93,7 +93,7 @@ def test_deploy_run_extract_and_chained_train_head(server):
         heads_dir = os.path.join(env["MMFEAT_STORE"], "_heads")
         (head,) = os.listdir(heads_dir)
         for f in ("head.json", "head.safetensors", "confusion.png", "report.md"):
-            assert os.path.exists(os.path.join(heads_dir, head, f))
+            assert os.path.exists(os.path.join(heads_dir, head, "latest", f))
         artifacts = _api(f"{api}/artifacts/filter", {})
         assert {"progress", "table", "markdown"} <= {a["type"] for a in artifacts}
     finally:

@@ -30,9 +30,9 @@ def test_linear_and_mlp_heads_match_sklearn_on_digits(store, tmp_path):
         assert m["accuracy"] >= m["sklearn_logreg"]["accuracy"] - 0.015, (head, m["accuracy"], m["sklearn_logreg"])
         assert m["accuracy"] > 0.9 and m["majority_baseline_accuracy"] < 0.2
         for f in ("head.safetensors", "head.json", "confusion.png", "learning_curve.png", "report.md"):
-            assert os.path.getsize(tmp_path / head / f) > 0
+            assert os.path.getsize(tmp_path / head / "latest" / f) > 0
     again = train_head([name], {"head": "linear"}, store, str(tmp_path / "again"))
-    first = json.load(open(tmp_path / "linear" / "head.json"))["metrics"]
+    first = json.load(open(tmp_path / "linear" / "latest" / "head.json"))["metrics"]
     assert (again["metrics"]["accuracy"], again["metrics"]["confusion_matrix"]) == \
         (first["accuracy"], first["confusion_matrix"])  # deterministic under the seed
     out = predict(str(tmp_path / "linear"), name, store)
@@ -108,7 +108,7 @@ def test_multi_target_heads_share_features_and_read_meta_columns(store, tmp_path
     assert cards[2]["data"]["unlabelled_dropped"] == 60
     for c in cards:
         assert c["metrics"]["accuracy"] >= c["metrics"]["sklearn_logreg"]["accuracy"] - 0.015, c["label"]
-        assert os.path.exists(os.path.join(tmp_path, "mt", c["label"], "head.json"))
+        assert os.path.exists(os.path.join(tmp_path, "mt", c["label"], "latest", "head.json"))
     with pytest.raises(MmfeatError, match="available: label, parity, size"):
         train_heads([fs.name], ["speaker"], None, store)
 
@@ -160,4 +160,4 @@ def test_second_manifest_column_trains_its_own_head_on_sample_images(sample_stor
     colour = cards[1]
     assert colour["classes"] == ["colour", "gray"] and colour["label"] == "colour"
     assert colour["metrics"]["accuracy"] > colour["metrics"]["majority_baseline_accuracy"]
-    assert open(tmp_path / "colour" / "report.md").read().startswith("# Head report: linear head for 'colour'")
+    assert open(tmp_path / "colour" / "latest" / "report.md").read().startswith("# Head report: linear head for 'colour'")

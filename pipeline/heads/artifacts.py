@@ -11,18 +11,66 @@ from ..errors import MmfeatError
 from .model import build_head
 
 
-def save_head(head_dir: str, model: torch.nn.Module, card: dict, curve, y_true, y_pred, classes) -> None:
+def save_head(head_dir: str, model: torch.nn.Module, card: dict, curve, y_true, y_pred, classes) -> str:
+    """Write a training run to ``<head_dir>/runs/<time>-<id>/`` through a staging folder renamed into
+    place (a kill leaves no half-written head), then point ``<head_dir>/latest`` at it. Returns the run."""
+    import shutil
+    import uuid
+    from datetime import datetime, timezone
+
     from safetensors.torch import save_file
 
-    os.makedirs(head_dir, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(head_dir, "head.safetensors"))
-    card["versions"] = _versions()
-    with open(os.path.join(head_dir, "head.json"), "w") as f:
-        json.dump(card, f, indent=1)
-    _plots(head_dir, curve, card["metrics"]["confusion_matrix"], classes,
-           "L-BFGS objective evaluation" if card.get("solver") == "lbfgs" else "epoch")
-    with open(os.path.join(head_dir, "report.md"), "w") as f:
-        f.write(report_markdown(card))
+    runs = os.path.join(head_dir, "runs")
+    os.makedirs(runs, exist_ok=True)
+    staging = os.path.join(head_dir, f".staging-{uuid.uuid4().hex}")
+    os.makedirs(staging)
+    try:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(staging, "head.safetensors"))
+        card["versions"] = _versions()
+        with open(os.path.join(staging, "head.json"), "w") as f:
+            json.dump(card, f, indent=1)
+        _plots(staging, curve, card["metrics"]["confusion_matrix"], classes,
+               "L-BFGS objective evaluation" if card.get("solver") == "lbfgs" else "epoch")
+        with open(os.path.join(staging, "report.md"), "w") as f:
+            f.write(report_markdown(card))
+        mode = 0o666 & ~_umask()
+        for name in os.listdir(staging):  # safetensors writes 0600; the rest of a head is readable alike
+            os.chmod(os.path.join(staging, name), mode)
+            _fsync(os.path.join(staging, name))
+        run = os.path.join(runs, datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + f"-{uuid.uuid4().hex[:6]}")
+        os.rename(staging, run)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    link = os.path.join(head_dir, f".latest-{uuid.uuid4().hex}")
+    os.symlink(os.path.relpath(run, head_dir), link)
+    os.replace(link, os.path.join(head_dir, "latest"))
+    _fsync(head_dir)
+    return run
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def resolve_head_dir(path: str) -> str:
+    """A run folder (holding head.json) as given, or a head folder's ``latest`` run."""
+    if os.path.isfile(os.path.join(path, "head.json")):
+        return path
+    latest = os.path.join(path, "latest")
+    if os.path.isfile(os.path.join(latest, "head.json")):
+        return os.path.realpath(latest)
+    raise MmfeatError(f"{path}: not a head (no head.json, no latest run)")
 
 
 def _versions() -> dict:
@@ -85,14 +133,7 @@ def report_markdown(card: dict) -> str:
 
 
 def load_head(head_dir: str) -> tuple[torch.nn.Module, dict]:
-    from safetensors.torch import load_file
+    """The head (a run folder, or a head folder's latest run), validated before anything is allocated."""
+    from .validate import load_checked
 
-    card_path = os.path.join(head_dir, "head.json")
-    if not os.path.exists(card_path):
-        raise MmfeatError(f"{head_dir}: no head.json (not a head directory)")
-    with open(card_path) as f:
-        card = json.load(f)
-    cfg = card["config"]
-    model = build_head(card["head"], card["dim"], len(card["classes"]), tuple(cfg["hidden"]), cfg["dropout"])
-    model.load_state_dict(load_file(os.path.join(head_dir, "head.safetensors")))
-    return model.eval(), card
+    return load_checked(resolve_head_dir(head_dir))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -35,7 +36,11 @@ def predict(head_dir: str, feature_sets: list[str] | str, store: str | None = No
                     "probabilities": pa.FixedSizeListArray.from_arrays(pa.array(proba.reshape(-1).astype(np.float32)), k)})
     out = out.replace_schema_metadata({b"mmfeat.head": json.dumps({"head": head_dir, "classes": card["classes"],
                                                                     "config_ids": trained}).encode()})
-    head_name = head_dir.rstrip("/").split("/")[-1]
+    from .artifacts import resolve_head_dir
+
+    run = resolve_head_dir(head_dir)
+    head_name = os.path.basename(os.path.dirname(os.path.dirname(run))) if os.path.basename(
+        os.path.dirname(run)) == "runs" else os.path.basename(run.rstrip("/"))
     directory = files.join(sets[0].path, "_predictions")
     path = files.join(directory, f"{head_name}.parquet")
     st.fs.create_dir(directory, recursive=True)

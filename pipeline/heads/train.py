@@ -135,8 +135,8 @@ def _train_one(sets, data, cfg: HeadConfig, head_dir: str) -> dict:
         "data": data.report, "metrics": metrics, "train_seconds": round(seconds, 3), "device": device,
         "solver": solver if cfg.head == "linear" else "adamw",
     }
-    save_head(head_dir, best.model, card, best.curve, data.test.y, proba.argmax(1), data.classes)
-    card["path"] = head_dir
+    card["path"] = save_head(head_dir, best.model, card, best.curve, data.test.y, proba.argmax(1), data.classes)
+    card["head_dir"] = head_dir
     return card
 
 

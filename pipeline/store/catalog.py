@@ -60,15 +60,26 @@ class FeatureStore:
         return FeatureSet(self.fs, path, load_manifest(self.fs, path))
 
     def feature_sets(self, dataset: str | None = None) -> list[FeatureSet]:
-        """All feature sets with a manifest, sorted by dataset then name."""
-        out = []
+        """All readable feature sets, sorted by dataset then name. A set whose manifest is damaged is
+        left out and listed in ``self.problems`` (one broken set never hides the others)."""
+        out, self.problems = [], []
         datasets = [dataset] if dataset else files.list_names(self.fs, self.root, pafs.FileType.Directory)
         for ds in datasets:
             for sub in files.list_names(self.fs, files.join(self.root, ds), pafs.FileType.Directory):
                 path = files.join(self.root, ds, sub)
                 if files.exists(self.fs, files.join(path, "_manifest.json")):
-                    out.append(FeatureSet(self.fs, path, load_manifest(self.fs, path)))
+                    try:
+                        out.append(FeatureSet(self.fs, path, load_manifest(self.fs, path)))
+                    except StoreError as exc:
+                        self.problems.append((path, str(exc)))
         return out
+
+    def require(self) -> "FeatureStore":
+        """Fail with one line when the root holds no store (a misspelled --store)."""
+        info = self.fs.get_file_info(self.root)
+        if info.type != pafs.FileType.Directory:
+            raise StoreError(f"no store at {self.uri}: the folder does not exist (check --store or $MMFEAT_STORE)")
+        return self
 
     def open(self, dataset: str, extractor: str, config_prefix: str | None = None) -> FeatureSet:
         """The feature set of ``dataset`` by ``extractor``; ``config_prefix`` picks among several configs."""
@@ -101,11 +112,19 @@ class FeatureStore:
         """(view name, feature set) pairs and notes. Every set has ``<dataset>__<extractor>_<config12>``;
         the short ``<dataset>__<extractor>`` names the most recently created config, announced in a note
         when there are several (so a name never mixes configs, and never silently disappears)."""
-        sets = [fs for fs in self.feature_sets() if fs.files()]
+        sets, notes = [], []
+        for fs in self.feature_sets():
+            try:
+                if fs.files():
+                    view_sql(fs)  # verifies every footer
+                    sets.append(fs)
+            except StoreError as exc:
+                notes.append(f"skipped {fs.name}: {exc} (mmfeat fsck --repair)")
+        notes += [f"skipped {path}: {why}" for path, why in self.problems]
         groups: dict[str, list[FeatureSet]] = {}
         for fs in sets:
             groups.setdefault(view_name(fs.manifest["dataset"], fs.manifest["extractor"]), []).append(fs)
-        views, notes = [], []
+        views = []
         for short, members in sorted(groups.items()):
             members.sort(key=lambda f: (self.fs.get_file_info(files.join(f.path, "_manifest.json")).mtime_ns or 0,
                                         f.config_id))

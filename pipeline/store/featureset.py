@@ -68,16 +68,29 @@ class FeatureSet(FeatureSetReader):
         return files.join(self.path, f"{kind}-{shard}.parquet")
 
     def done_markers(self) -> dict[str, dict[str, Any]]:
-        """Committed shards: shard id -> marker contents. The only source of truth for readers."""
-        out = {}
+        """Committed shards: shard id -> marker. The only source of truth for readers. A marker that is
+        damaged (empty after a power cut, not a JSON object) or names a part that is missing or a
+        symlink is skipped and listed in ``self.problems`` (``mmfeat fsck --repair`` removes it);
+        its items are not done, so the next run extracts them again."""
+        out, self.problems = {}, []
         done_dir = files.join(self.path, "_done")
+        present = files.list_entries(self.fs, self.path)
         for name in files.list_names(self.fs, done_dir):
             shard = name[:-5] if name.endswith(".json") else ""
             if not SHARD_RE.match(shard):
                 continue  # staging files and strays are not shards
-            marker = files.read_json(self.fs, files.join(done_dir, name))
+            try:
+                marker = files.read_json(self.fs, files.join(done_dir, name))
+            except (OSError, ValueError, UnicodeDecodeError) as exc:
+                marker = f"unreadable ({type(exc).__name__})"
             if not isinstance(marker, dict) or not isinstance(marker.get("rows"), int):
-                raise StoreError(f"{done_dir}/{name}: malformed done marker")
+                self.problems.append((shard, f"damaged done marker {done_dir}/{name}"))
+                continue
+            bad = [f"{kind}-{shard}.parquet" for kind in ("part", "rejects")
+                   if present.get(f"{kind}-{shard}.parquet") != "file"]
+            if bad:
+                self.problems.append((shard, f"marker {name} names {', '.join(bad)}: missing or not a regular file"))
+                continue
             out[shard] = marker
         return out
 
@@ -105,6 +118,23 @@ class FeatureSet(FeatureSetReader):
                   "rejects_by_reason": reasons, "config_id": self.config_id, **(stats or {})}
         files.write_json_atomic(self.fs, files.join(self.path, "_done", f"{shard}.json"), marker)
         return marker
+
+    def sweep_debris(self) -> dict[str, int]:
+        """Remove what killed writers leave: part/rejects files without a done marker (a kill between
+        the rename and the marker), staging files and old shard plans. Only under the set's lease."""
+        done = self.done_markers()
+        swept = {"orphan_files": 0, "staging": 0, "plans": 0}
+        for directory in (self.path, files.join(self.path, "_done"), files.join(self.path, "_plan")):
+            for name in files.list_names(self.fs, directory):
+                stem = name.rsplit(".", 1)[0]
+                if name.startswith(".staging-"):
+                    swept["staging"] += files.delete_if_exists(self.fs, files.join(directory, name))
+                elif directory.endswith("/_plan"):
+                    swept["plans"] += files.delete_if_exists(self.fs, files.join(directory, name))
+                elif directory == self.path and name.startswith(("part-", "rejects-")) and \
+                        stem.split("-", 1)[1] not in done:
+                    swept["orphan_files"] += files.delete_if_exists(self.fs, files.join(directory, name))
+        return swept
 
     def summary(self) -> dict[str, Any]:
         """Counts of the current view (rows, items, rejects by reason) and the set's provenance."""

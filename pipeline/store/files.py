@@ -31,6 +31,28 @@ def list_names(fs: pafs.FileSystem, path: str, kind: pafs.FileType | None = None
     return sorted(i.base_name for i in infos if kind is None or i.type == kind)
 
 
+def list_entries(fs: pafs.FileSystem, path: str) -> dict[str, str]:
+    """Name -> "file", "dir" or "other" (a symlink on a local disk counts as other: never trusted)."""
+    out = {}
+    for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
+        kind = {pafs.FileType.File: "file", pafs.FileType.Directory: "dir"}.get(info.type, "other")
+        if isinstance(fs, pafs.LocalFileSystem) and os.path.islink(info.path):
+            kind = "other"
+        out[info.base_name] = kind
+    return out
+
+
+def fsync(fs: pafs.FileSystem, path: str) -> None:
+    """Flush a local file or directory to the disk (a commit must survive a power cut); object
+    stores persist a completed write by themselves."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def staging_path(directory: str, suffix: str) -> str:
     """A hidden, unique name in ``directory``: readers never look at dot-files."""
     return join(directory, f".staging-{uuid.uuid4().hex}{suffix}")
@@ -42,7 +64,9 @@ def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
     tmp = staging_path(directory, ".tmp")
     with fs.open_output_stream(tmp) as out:
         out.write(data)
+    fsync(fs, tmp)
     fs.move(tmp, path)
+    fsync(fs, directory)
 
 
 def write_parquet_atomic(fs: pafs.FileSystem, path: str, table, **options: Any) -> None:
@@ -59,7 +83,9 @@ def write_parquet_atomic(fs: pafs.FileSystem, path: str, table, **options: Any) 
     if written != table.num_rows:
         fs.delete_file(tmp)
         raise StoreError(f"{path}: wrote {written} rows, expected {table.num_rows}")
+    fsync(fs, tmp)
     fs.move(tmp, path)
+    fsync(fs, directory)
 
 
 def delete_if_exists(fs: pafs.FileSystem, path: str) -> bool:

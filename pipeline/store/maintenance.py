@@ -112,3 +112,50 @@ def remove(store: FeatureStore, target: str) -> str:
     if not files.delete_if_exists(store.fs, path):
         raise StoreError(f"nothing to remove: {target} is not in {store.uri}")
     return path
+
+
+_SET_ENTRIES = {"_manifest.json", "_done", "_plan", "_predictions", "_lease.json"}
+
+
+def fsck(store: FeatureStore, repair: bool = False) -> list[dict[str, str]]:
+    """Check every set: damaged manifests and markers, markers naming missing or symlinked parts,
+    parts whose footer names another config or schema, orphan and foreign files. With ``repair``,
+    drop the broken shards (their items are extracted again by the next run) and the debris."""
+    from .lease import Lease
+
+    findings: list[dict[str, str]] = []
+
+    def found(path: str, problem: str, fix: str, action=None) -> None:
+        findings.append({"path": path, "problem": problem, "fix": fix, "repaired": bool(repair and action)})
+        if repair and action:
+            action()
+
+    for fs in store.feature_sets():
+        markers = fs.done_markers()
+        for shard, why in fs.problems:
+            found(fs.path, why, "drop the shard", lambda s=shard, f=fs: _drop_shard(f, s))
+        for shard in markers:
+            try:
+                fs._checked_footer(fs.shard_path(shard))
+            except StoreError as exc:
+                found(fs.shard_path(shard), str(exc), "drop the shard", lambda s=shard, f=fs: _drop_shard(f, s))
+        held = Lease(fs.fs, fs.path).holder()
+        if held is not None and held["expires"] > time.time():
+            continue  # a writer may be running: its staging files and uncommitted parts are not debris
+        for name, kind in files.list_entries(fs.fs, fs.path).items():
+            shard = name.split("-", 1)[-1].rsplit(".", 1)[0]
+            expected = name in _SET_ENTRIES or (name.startswith(("part-", "rejects-")) and shard in markers)
+            if not expected:
+                what = "staging file" if name.startswith(".staging-") else \
+                    "orphan part (no done marker)" if name.startswith(("part-", "rejects-")) else f"foreign {kind}"
+                found(files.join(fs.path, name), what, "delete it",
+                      lambda p=files.join(fs.path, name): files.delete_if_exists(fs.fs, p))
+    for path, why in store.problems:
+        found(path, why, f"restore {path}/_manifest.json or remove the set (mmfeat rm)")
+    return findings
+
+
+def _drop_shard(fs: FeatureSet, shard: str) -> None:
+    files.delete_if_exists(fs.fs, files.join(fs.path, "_done", f"{shard}.json"))
+    for kind in ("part", "rejects"):
+        files.delete_if_exists(fs.fs, fs.shard_path(shard, kind))

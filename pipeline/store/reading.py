@@ -30,6 +30,10 @@ class FeatureSetReader:
         if prov["config_id"] != self.config_id:
             raise StoreError(f"{path}: config_id {prov['config_id']} differs from the feature set's "
                              f"{self.config_id}; refusing to mix feature sets")
+        expected = self.part_schema() if "/part-" in path else REJECT_SCHEMA
+        if not schema.remove_metadata().equals(expected):
+            raise StoreError(f"{path}: schema differs from the feature set's ({schema.remove_metadata()}); "
+                             "refusing to mix it in (mmfeat fsck --repair drops it)")
 
     def _read_parts(self, columns: Sequence[str]) -> pa.Table:
         paths = self.files()

@@ -9,6 +9,11 @@ import numpy as np
 
 from ...errors import BadInput
 
+# Validate before you allocate: a header is checked against these before any sample is decoded.
+MIN_RATE, MAX_RATE = 1_000, 768_000  # Hz; below 1 kHz a WAV is damaged (1 Hz resampled to 22 kHz is 22,050x the bytes)
+MAX_CHANNELS = 64
+MAX_SAMPLES = 1 << 28  # decoded samples over all channels (1 GiB of float32) per clip, and after resampling
+
 
 def _wav_truncated(path: str) -> str | None:
     """For RIFF/WAVE: the data chunk declares more bytes than the file holds -> a message."""
@@ -30,6 +35,17 @@ def _wav_truncated(path: str) -> str | None:
             f.seek(length + (length & 1), os.SEEK_CUR)
 
 
+_SNDFILE_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"FORM", b".snd", b"ID3", b"\xff\xfb", b"\xff\xf3",
+                  b"\xff\xf2")
+
+
+def _sndfile_container(path: str) -> bool:
+    """Whether the file starts like a container libsndfile decodes (WAV, FLAC, OGG, AIFF, AU, MP3)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return any(head.startswith(m) for m in _SNDFILE_MAGIC)
+
+
 def _audioread(path: str, soundfile_error: str) -> tuple[np.ndarray, int]:
     """Formats libsndfile cannot read (AAC/M4A, WMA, ...) through audioread, as librosa.load falls
     back to it: ffmpeg (or GStreamer/Core Audio) when one is installed. (frames, channels) float32."""
@@ -40,11 +56,27 @@ def _audioread(path: str, soundfile_error: str) -> tuple[np.ndarray, int]:
             rate, channels = f.samplerate, f.channels
             pcm = b"".join(f)
     except (audioread.DecodeError, OSError, EOFError) as exc:
-        hint = " (no ffmpeg found: install it to decode this format)" if isinstance(exc, audioread.NoBackendError) else ""
-        raise BadInput("unsupported_format", f"soundfile: {soundfile_error}; audioread: "
-                                             f"{type(exc).__name__} {exc}{hint}") from None
+        detail = f"soundfile: {soundfile_error}; audioread: {type(exc).__name__} {exc}"
+        if _sndfile_container(path):  # libsndfile reads this container: the bytes are what is wrong
+            raise BadInput("corrupt_audio", detail) from None
+        if isinstance(exc, audioread.NoBackendError):
+            raise BadInput("unsupported_format", detail + " (no ffmpeg found: install it to decode this format)") from None
+        raise BadInput("corrupt_audio", detail) from None
     samples = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0  # librosa's buf_to_float of 16-bit PCM
     return samples[: len(samples) // channels * channels].reshape(-1, channels), rate
+
+
+def _check_header(rate: int, channels: int, frames: int, sr: int | None, max_duration: float | None) -> None:
+    """Refuse headers outside the stated limits before decoding or resampling allocates anything."""
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise BadInput("bad_header", f"sampling rate {rate} Hz outside [{MIN_RATE}, {MAX_RATE}]")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise BadInput("bad_header", f"{channels} channels outside [1, {MAX_CHANNELS}]")
+    kept = frames if max_duration is None else min(frames, int(max_duration * rate) + 1)
+    resampled = kept * (sr or rate) / rate
+    if kept * channels > MAX_SAMPLES or resampled > MAX_SAMPLES:
+        raise BadInput("bad_header", f"{frames} frames x {channels} channels at {rate} Hz exceeds the per-clip "
+                                     f"budget of {MAX_SAMPLES} samples (set max_duration to crop long clips)")
 
 
 class Clip(NamedTuple):
@@ -67,11 +99,21 @@ def load_clip(path: str, sr: int | None, min_duration: float, pad_short: bool, m
     if problem:
         raise BadInput("truncated", problem)
     try:
-        declared = sf.info(path).frames
-        y, native = sf.read(path, dtype="float32", always_2d=True)
+        info = sf.info(path)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         y, native = _audioread(path, str(exc))
+        _check_header(native, y.shape[1], len(y), sr, max_duration)
         declared = 0
+    else:
+        declared = info.frames
+        _check_header(info.samplerate, info.channels, declared, sr, max_duration)
+        wanted = declared if max_duration is None else min(declared, int(max_duration * info.samplerate) + 1)
+        try:
+            y, native = sf.read(path, frames=wanted, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+            # libsndfile knew the format from its header, so the data is what it cannot read.
+            raise BadInput("corrupt_audio", f"{info.format} header read, data undecodable: {exc}") from None
+        declared = min(declared, wanted)
     if len(y) == 0:
         raise BadInput("no_audio", "the file holds no samples (header only)")
     if declared > 0 and declared != len(y):

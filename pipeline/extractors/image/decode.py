@@ -11,6 +11,10 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from ...errors import BadInput
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # truncation is an error, never grey pixels
+# Validate before you allocate: decoded pixels (header size) and the resized image (shorter side at
+# `resize`) each have a budget; a 60000x1 PNG of 261 bytes would otherwise resize to 15 Gpixel.
+MAX_DECODED_PIXELS = 1 << 27  # 134 Mpixel, 400 MB of RGB
+MAX_ASPECT = 16  # the resized image holds at most MAX_ASPECT * resize^2 pixels
 _PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
@@ -38,6 +42,9 @@ def decode(path: str, draft_size: int) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                if img.width * img.height > MAX_DECODED_PIXELS:
+                    raise BadInput("image_too_large", f"{img.width}x{img.height} pixels > {MAX_DECODED_PIXELS} "
+                                                      "(MAX_DECODED_PIXELS)")
                 if img.format == "JPEG":
                     img.draft("RGB", (draft_size, draft_size))
                 img.load()
@@ -73,6 +80,10 @@ def resize_crop_pil(img: Image.Image, resize: int, crop: int, interpolation: str
 def decode_item(path: str, resize: int, crop: int, interpolation: str, resize_in_worker: bool) -> torch.Tensor:
     """One file to a uint8 CHW tensor: resized and cropped here, or left whole for the device to resize."""
     img = decode(path, resize)
+    w, h = img.size
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise BadInput("image_too_large", f"{w}x{h}: resizing the shorter side to {resize} would exceed "
+                                          f"{MAX_ASPECT}x{resize}^2 pixels (aspect ratio over {MAX_ASPECT}:1)")
     if resize_in_worker:
         return resize_crop_pil(img, resize, crop, interpolation)
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
