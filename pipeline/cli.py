@@ -180,6 +180,14 @@ def main(argv: list[str] | None = None) -> None:
     except MmfeatError as exc:
         print(f"mmfeat: error: {exc}", file=sys.stderr)
         code = 2
+    except OSError as exc:
+        import errno
+
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise  # anything else is a bug: fail loudly
+        print(f"mmfeat: error: {exc.strerror}: {exc.filename or ''} (nothing half-written is visible; "
+              "free space or fix permissions, then run again)", file=sys.stderr)
+        code = 2
     except KeyboardInterrupt:
         print("mmfeat: interrupted", file=sys.stderr)
         code = 130

@@ -158,8 +158,8 @@ def load_manifest(fs, path: str) -> dict[str, Any]:
     where = files.join(path, "_manifest.json")
     try:
         raw = files.read_json(fs, where)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise StoreError(f"{where}: cannot read feature set manifest ({exc})") from None
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or not UTF-8
+        raise StoreError(f"{where}: cannot read feature set manifest ({type(exc).__name__})") from None
     return parse_provenance(json.dumps(raw).encode(), where)
 
 

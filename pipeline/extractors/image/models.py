@@ -46,7 +46,14 @@ def efficientnet_lite0_weights() -> str:
 def _load_state(path: str) -> dict:
     if not path or not os.path.isfile(path):
         raise MmfeatError(f"weights file not found: {path!r} (set weights=/path/to/state_dict.pth)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    import pickle
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MmfeatError(f"{path}: not a loadable state_dict (tensors only; pickled objects are refused): "
+                          f"{first}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):

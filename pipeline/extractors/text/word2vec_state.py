@@ -66,8 +66,9 @@ def load_vectors(path: str, pinned_sha256: str | None, trusted_format: str | Non
         binary = trusted_format == "word2vec_binary" or lower.endswith(".bin")
         try:
             kv = KeyedVectors.load_word2vec_format(path, binary=binary)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MmfeatError(f"{path}: not a word2vec {'binary' if binary else 'text'} file ({exc})") from None
+        except (ValueError, UnicodeDecodeError, OSError, EOFError) as exc:  # OSError: a .gz that is not gzip
+            raise MmfeatError(f"{path}: not a word2vec {'binary' if binary else 'text'} file "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     return np.asarray(kv.vectors, dtype=np.float32), list(kv.index_to_key)
 
 
