@@ -12,8 +12,9 @@ from prefect.tasks import exponential_backoff
 
 from pipeline import extract as lib
 from pipeline.errors import MmfeatError
+from pipeline.progress import Progress, tracking
 
-from flows.artifacts import artifact_key
+from flows.artifacts import artifact_key, library_logs_to_run
 from flows.runners import task_runner
 
 GPU_TAG = "mmfeat-gpu"  # `prefect concurrency-limit create mmfeat-gpu 1` per GPU: never two shards on one GPU
@@ -78,7 +79,8 @@ def extract_flow(source: str, modality: Literal["image", "text", "audio"], extra
                  overrides: dict[str, str] | None = None, dataset: str | None = None, store: str | None = None,
                  shard_size: int = lib.DEFAULT_SHARD_SIZE, allow_absolute_paths: bool = False,
                  retry_rejects: bool = False, max_reject_fraction: float = lib.DEFAULT_MAX_REJECT_FRACTION,
-                 fit_on: str | None = None, rebind: bool = False) -> str:
+                 fit_on: str | None = None, rebind: bool = False, label_from_name: str | None = None,
+                 limit: int | None = None) -> str:
     """Bring the feature set of ``source`` up to date with its manifest; returns the feature set id
     (DATASET/EXTRACTOR-CONFIG). ``overrides`` are the extractor config keys (the CLI's ``--set``).
     Fails (and so triggers nothing) when more than ``max_reject_fraction`` of the items it processed
@@ -86,20 +88,22 @@ def extract_flow(source: str, modality: Literal["image", "text", "audio"], extra
     logger = get_run_logger()
     # Validates every parameter (modality, extractor name, config keys and values) before any work.
     spec = lib.JobSpec(source, modality, extractor, tuple((overrides or {}).items()), dataset, store, allow_absolute_paths,
-                       fit_on, rebind)
+                       fit_on, rebind, label_from_name, limit)
     start = time.perf_counter()
     run_plan = plan_task(spec, shard_size, retry_rejects)
     name, shards = run_plan.feature_set, list(run_plan.shards)
     logger.info("%s: %d shard(s) to extract; manifest changes since the last run: %s", name, len(shards),
                 run_plan.changes)
-    progress = create_progress_artifact(0.0, key=artifact_key("extract-progress", name), description=f"shards of {name}")
+    artifact = create_progress_artifact(0.0, key=artifact_key("extract-progress", name), description=f"items of {name}")
+    # Updated per batch of items, at most every 3 s (and a log line every 10 s), not per shard.
+    live = Progress(run_plan.processed, name, tty=False, callback=lambda done, total: update_progress_artifact(
+        artifact, 100.0 * done / total if total else 100.0))
     markers = []
-    for done, marker in enumerate(_run_shards(spec, shards), start=1):
-        markers.append(marker)
-        update_progress_artifact(progress, 100.0 * done / len(shards))
-        logger.info("shard %s: %d rows, %d rejected", marker["shard"], marker["rows"], marker["rejected"])
-    if not shards:
-        update_progress_artifact(progress, 100.0)
+    with tracking(live), library_logs_to_run():
+        for marker in _run_shards(spec, shards):
+            markers.append(marker)
+            logger.info("shard %s: %d rows, %d rejected", marker["shard"], marker["rows"], marker["rejected"])
+    live.close()
     summary = summary_task(store, run_plan.path, markers, max_reject_fraction, run_plan.lease)
     processed = run_plan.processed
     seconds = time.perf_counter() - start

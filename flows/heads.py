@@ -7,7 +7,7 @@ from typing import Literal
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.artifacts import artifact_key
+from flows.artifacts import artifact_key, library_logs_to_run
 from pipeline.heads import predict, train_heads
 
 
@@ -27,7 +27,8 @@ def train_head_flow(feature_sets: list[str] | str, label: str | list[str] = "lab
     """
     feature_sets = [feature_sets] if isinstance(feature_sets, str) else feature_sets
     labels = [label] if isinstance(label, str) else label
-    cards = train_task(feature_sets, labels, {"head": head, **(overrides or {})}, store, out)
+    with library_logs_to_run():
+        cards = train_task(feature_sets, labels, {"head": head, **(overrides or {})}, store, out)
     for card in cards:
         _publish(card)
     paths = [os.path.join(card["path"], "head.json") for card in cards]

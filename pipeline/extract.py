@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import sys
 import time
 from typing import Any
 
@@ -22,6 +21,8 @@ from .config import apply_overrides, canonical_json, identity, sha256_text
 from .content import build_items, compare, manifest_digest
 from .errors import MmfeatError
 from .inputs import default_dataset_name, load_dataset, require_modality_columns
+from . import progress as live
+from .progress import log
 from .registry import DEFAULT_EXTRACTOR, MODALITIES, Corpus, Extractor, ItemBatch, cached_extractor, extractor_class
 from .rejects import reason as reject_reason
 from .store import FeatureSet, FeatureStore, make_provenance
@@ -55,6 +56,8 @@ class JobSpec:
     allow_absolute: bool = False
     fit_on: str | None = None
     rebind: bool = False
+    label_from_name: str | None = None
+    limit: int | None = None
 
     def __post_init__(self):
         if self.modality not in MODALITIES:
@@ -69,7 +72,9 @@ class JobSpec:
         apply_overrides(cls.config_type, dict(self.overrides))  # a bad key or value fails here, before any work
         object.__setattr__(self, "extractor", cls.name)
         object.__setattr__(self, "source", os.path.abspath(self.source))
-        object.__setattr__(self, "dataset", self.dataset or default_dataset_name(self.source))
+        # A sample is a dataset of its own: it never replaces the full dataset's current view.
+        default = default_dataset_name(self.source) + (f"-limit{self.limit}" if self.limit else "")
+        object.__setattr__(self, "dataset", self.dataset or default)
         object.__setattr__(self, "overrides", tuple(sorted(dict(self.overrides).items())))
 
 
@@ -134,8 +139,11 @@ def plan(spec: JobSpec, shard_size: int = DEFAULT_SHARD_SIZE, retry_rejects: boo
 def _plan(spec: JobSpec, shard_size: int, retry_rejects: bool) -> tuple[Plan, Job]:
     if shard_size < 1:
         raise MmfeatError("shard_size must be >= 1")
-    dataset = load_dataset(spec.source, spec.dataset, spec.allow_absolute)
+    dataset = load_dataset(spec.source, spec.dataset, spec.allow_absolute, spec.label_from_name, spec.limit)
     require_modality_columns(dataset, spec.modality, spec.source)
+    if dataset.table["label"].null_count == dataset.table.num_rows:
+        log.warning("%s: no item has a label (no label column, no label folders): heads need labels; add a "
+                    "'label' column, use root/<label>/<file> folders, or --label-from-name REGEX", spec.dataset)
     store = FeatureStore(spec.store)
     handle = store.dataset(spec.dataset)
     handle.bind(spec.source, spec.rebind)
@@ -193,7 +201,11 @@ def run_shard(job: Job, shard: Shard) -> dict[str, Any]:
                                                  enumerate(zip(pre, rows["message"].to_pylist())) if r]
     good = np.array([i for i, r in enumerate(pre) if not r], dtype=np.int64)
     inputs = rows["input"].to_pylist()
-    result = job.extractor.extract(ItemBatch([ids[i] for i in good], [inputs[i] for i in good], kind))
+    counter = live.ShardCounter(live.current())
+    counter.advance(len(ids) - len(good))  # resolve-stage rejects are done already
+    with live.tracking(counter):
+        result = job.extractor.extract(ItemBatch([ids[i] for i in good], [inputs[i] for i in good], kind))
+    counter.advance(len(ids) - counter.done)  # extractors that do not report per batch
     for r in result.rejects:
         reject_reason(r.reason)  # an unregistered reason is a bug in the extractor: fail loudly
         rejects.append((int(good[r.index]), r.stage, r.reason, r.message))
@@ -259,7 +271,7 @@ def extract(source: str, modality: str, extractor: str | None = None, overrides:
             dataset: str | None = None, store: str | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
             allow_absolute: bool = False, progress: bool | None = None, *, retry_rejects: bool = False,
             max_reject_fraction: float = DEFAULT_MAX_REJECT_FRACTION, fit_on: str | None = None,
-            rebind: bool = False) -> dict[str, Any]:
+            rebind: bool = False, label_from_name: str | None = None, limit: int | None = None) -> dict[str, Any]:
     """Bring the feature set of ``source`` up to date with its manifest; returns its summary.
 
     Items whose (id, content) is already stored are skipped; edited labels, splits and meta take
@@ -268,15 +280,15 @@ def extract(source: str, modality: str, extractor: str | None = None, overrides:
     and ``processed``, ``items_per_s`` for this run.
     """
     spec = JobSpec(source, modality, extractor, tuple((overrides or {}).items()), dataset, store, allow_absolute,
-                   fit_on, rebind)
+                   fit_on, rebind, label_from_name, limit)
     run_plan, job = _plan(spec, shard_size, retry_rejects)
-    bar = _progress_bar(run_plan.processed, run_plan.feature_set, progress)
+    bar = live.Progress(run_plan.processed, run_plan.feature_set, tty=progress)
     start = time.perf_counter()
     markers = []
     try:
-        for shard in run_plan.shards:
-            markers.append(run_shard(job, shard))
-            bar.update(shard.size)
+        with live.tracking(bar):
+            for shard in run_plan.shards:
+                markers.append(run_shard(job, shard))
     except BaseException:
         Lease(job.feature_set.fs, run_plan.path, run_plan.lease).release()
         raise
@@ -287,11 +299,3 @@ def extract(source: str, modality: str, extractor: str | None = None, overrides:
     summary.update(processed=run_plan.processed, seconds=round(elapsed, 3), changes=run_plan.changes,
                    items_per_s=round(run_plan.processed / elapsed, 2) if run_plan.processed and elapsed > 0 else 0.0)
     return summary
-
-
-def _progress_bar(total: int, desc: str, enabled: bool | None):
-    from tqdm.auto import tqdm
-
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit="item", disable=not enabled, file=sys.stderr)

@@ -42,24 +42,46 @@ class Dataset:
         return self.table.num_rows
 
 
-def load_dataset(source: str, name: str | None = None, allow_absolute: bool = False) -> Dataset:
-    """Load a manifest file or a folder layout ``root/[<split>/]<label>/<file>``."""
-    if not os.path.exists(source):
+def load_dataset(source: str, name: str | None = None, allow_absolute: bool = False,
+                 label_from_name: str | None = None, limit: int | None = None) -> Dataset:
+    """Load a manifest file, a folder layout ``root/[<split>/]<label>/<file>`` or a glob pattern
+    (``data/**/*.wav``). ``label_from_name``: a regex searched in each file's name whose named groups
+    become the label (``label``) and meta columns. ``limit``: a deterministic sample of that many items
+    (the same items whatever order the manifest lists them in)."""
+    from .sources import labels_from_names, sample, scan_folder, scan_glob
+
+    if is_glob(source) and not os.path.exists(source):
+        root, table = scan_glob(source)
+    elif not os.path.exists(source):
         raise MmfeatError(f"dataset source not found: {source}")
-    if os.path.isdir(source):
-        root, table = os.path.abspath(source), _scan_folder(source)
+    elif os.path.isdir(source):
+        root, table = os.path.abspath(source), scan_folder(source)
     else:
         root, table = os.path.dirname(os.path.abspath(source)), read_manifest(source)
     default = default_dataset_name(source)
     kind = "text" if "text" in table.column_names and "path" not in table.column_names else "path"
     table = _normalize(table, kind, source)
+    if label_from_name:
+        if kind != "path":
+            raise MmfeatError("label_from_name reads file names: the source has texts, not paths")
+        table = labels_from_names(table, label_from_name)
+    if limit is not None:
+        table = sample(table, limit)
     return Dataset(check_name("dataset", name or default), root, table, kind, allow_absolute)
+
+
+def is_glob(source: str) -> bool:
+    return any(c in source for c in "*?[")
 
 
 def default_dataset_name(source: str) -> str:
     """A folder's name; a manifest's file stem, or its folder's name when the stem is generic
     (``.../photos/manifest.csv`` is ``photos``); a split's manifest is ``<folder>-<split>``
     (``.../news/train.csv`` is ``news-train``). Names that are not valid become valid ones."""
+    if is_glob(source) and not os.path.exists(source):
+        from .sources import glob_root
+
+        source = glob_root(source)
     source = os.path.abspath(source)
     if os.path.isdir(source):
         name = os.path.basename(os.path.normpath(source))
@@ -80,28 +102,6 @@ def require_modality_columns(dataset: "Dataset", modality: str, where: str) -> N
         raise MmfeatError(f"{where}: the {modality} modality reads files, but the manifest has a 'text' column "
                           "and no 'path' column; give a 'path' column (relative to the manifest) or use "
                           "--modality text")
-
-
-def _scan_folder(root: str) -> pa.Table:
-    """Every file below ``root`` (hidden ones aside): the label is the first folder under the root
-    (under the split folder when the top level is train/val/test), so deeper layouts such as
-    ``speaker/chapter/file`` are labelled by speaker; files with no label folder above them are
-    kept unlabelled, not skipped."""
-    top = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
-    has_splits = bool(top) and all(_SPLIT_ALIASES.get(d, d) in SPLITS for d in top)
-    rel_paths, labels, splits = [], [], []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        parts = [] if os.path.samefile(dirpath, root) else os.path.relpath(dirpath, root).split(os.sep)
-        label_at = 1 if has_splits else 0
-        for fname in sorted(f for f in filenames if not f.startswith(".")):
-            rel_paths.append("/".join(parts + [fname]))
-            labels.append(parts[label_at] if len(parts) > label_at else None)
-            splits.append(_SPLIT_ALIASES.get(parts[0], parts[0]) if has_splits and parts else None)
-    if not rel_paths:
-        raise MmfeatError(f"no files found in {root}: expected root/<label>/<file> or root/<split>/<label>/<file>")
-    return pa.table({"id": rel_paths, "path": rel_paths, "label": pa.array(labels, pa.string()),
-                     "split": pa.array(splits, pa.string())})
 
 
 def _normalize(table: pa.Table, kind: str, where: str) -> pa.Table:

@@ -39,7 +39,13 @@ def test_linear_and_mlp_heads_match_sklearn_on_digits(store, tmp_path):
     import pyarrow.parquet as pq
 
     pred = pq.read_table(out["path"])
-    assert pred.num_rows == len(x) and pred.schema.field("probabilities").type.list_size == 10
+    assert pred.num_rows == len(x) and pred.column_names == ["id", "predicted", "probability", "probabilities", "label"]
+    first = pred.slice(0, 1).to_pylist()[0]
+    assert len(first["probabilities"]) == 10 and abs(sum(p for _, p in first["probabilities"]) - 1) < 1e-4
+    assert first["probability"] == max(p for _, p in first["probabilities"])
+    assert out["accuracy"] > 0.9 and sum(out["predicted_counts"].values()) == len(x)
+    con = FeatureStore(store).duckdb()
+    assert con.execute("SELECT count(*) FROM digits__linear_predictions WHERE predicted = label").fetchone()[0] > 0.9 * len(x)
 
 
 def test_refusals(store, tmp_path):

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import BadInput
+from ..progress import advance
 from ..registry import BatchResult, Extractor, ItemBatch, Reject
 from .runtime import loader_context
 
@@ -84,6 +85,7 @@ class MapExtractor(Extractor):
         rejects: list[Reject] = []
         for index, decoded, bad in loader:
             rejects += [Reject.from_error(i, err) for i, err in bad]
+            advance(len(bad))
             if not len(index):
                 continue
             out = self.embed(decoded)
@@ -92,6 +94,7 @@ class MapExtractor(Extractor):
             good = np.setdiff1d(np.arange(len(index)), np.fromiter(failed, np.int64, len(failed)))
             features[index[good]] = out[good]
             ok[index[good]] = True
+            advance(len(index))
         keep = np.flatnonzero(ok)
         return BatchResult(features[keep], keep, sorted(rejects, key=lambda r: r.index))
 

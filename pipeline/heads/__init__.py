@@ -1,5 +1,5 @@
 """Heads: linear and MLP classifiers trained on stored features."""
-from .predict import predict
+from .predict import list_heads, predict
 from .train import HeadConfig, train_head, train_heads
 
-__all__ = ["HeadConfig", "train_head", "train_heads", "predict"]
+__all__ = ["HeadConfig", "train_head", "train_heads", "predict", "list_heads"]

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import MmfeatError
+from ..progress import log
 from ..store import FeatureSet, feature_matrix
 
 
@@ -90,27 +91,46 @@ def label_values(table: pa.Table, name: str) -> np.ndarray:
     return np.array(values.to_pylist(), dtype=object)
 
 
+MIN_CLASS_COUNT = 5  # fewer labelled examples than this: the class cannot be split and measured reliably
+
+
 def load_head_data(joined: tuple[pa.Table, np.ndarray, dict], label: str, seed: int, val_fraction: float,
-                   test_fraction: float) -> HeadData:
+                   test_fraction: float, group: str | None = None) -> HeadData:
     """Training, validation and test splits for one target (``label``) of a :func:`joined_table`
-    result, which several targets share."""
+    result, which several targets share. ``group``: a manifest column (speaker, patient, album)
+    whose values never straddle splits; audio windows of one clip are always kept together."""
     table, x, report = joined
     report = dict(report, label=label)
     labels = label_values(table, label)
     splits = np.array(table["split"].to_pylist(), dtype=object)
     ids = np.array(table["id"].to_pylist(), dtype=object)
-    clips = pc.map_lookup(table["meta"].combine_chunks(), "clip", "first")
-    groups = np.array(clips.to_pylist(), dtype=object) if clips.null_count < len(clips) else None
+    key = group or "clip"
+    values = pc.map_lookup(table["meta"].combine_chunks(), key, "first")
+    if group and values.null_count == len(values):
+        keys = sorted(set(table["meta"].combine_chunks().keys.to_pylist()))
+        raise MmfeatError(f"group column {group!r} not found; manifest columns: {', '.join(keys) or 'none'}")
+    groups = np.array(values.to_pylist(), dtype=object) if values.null_count < len(values) else None
     if groups is not None:
         groups = np.where(groups == None, ids, groups).astype(str)  # noqa: E711 (element-wise)
-        report["grouped_by"] = "clip (segments of one clip stay in one split)"
+        report["grouped_by"] = f"{group} (each {group} in one split)" if group else \
+            "clip (segments of one clip stay in one split)"
     has_label = np.array([v is not None for v in labels], dtype=bool)
     report["unlabelled_dropped"] = int((~has_label).sum())
     if not has_label.any():
-        raise MmfeatError(f"no labelled rows: the feature sets carry no {label!r} values")
+        hint = ("add a 'label' column to the manifest, use root/<label>/<file> folders, or extract with "
+                "--label-from-name REGEX (e.g. '(?P<label>\\d+)_') to label items from their file names"
+                if label == "label" else f"the manifest's {label!r} column is empty")
+        raise MmfeatError(f"no labelled rows: the feature sets carry no {label!r} values; {hint}")
     x, labels, splits, ids = x[has_label], labels[has_label], splits[has_label], ids[has_label]
     groups = groups[has_label] if groups is not None else None
     classes = sorted(set(labels))
+    counts = {c: int(n) for c, n in zip(*np.unique(labels.astype(str), return_counts=True))}
+    small = {c: n for c, n in counts.items() if n < MIN_CLASS_COUNT}
+    if small:
+        report["small_classes"] = small
+        log.warning("%d class(es) with fewer than %d labelled examples cannot be split into train, validation "
+                    "and test reliably: %s", len(small), MIN_CLASS_COUNT,
+                    ", ".join(f"{c} ({n})" for c, n in sorted(small.items())[:10]))
     if len(classes) < 2:
         raise MmfeatError(f"a single class ({classes[0]!r}): a classifier needs at least two")
     y = np.searchsorted(np.array(classes, dtype=object), labels).astype(np.int64)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
+import time
 
 import numpy as np
 import torch
@@ -27,6 +29,18 @@ class Fit:
     val_accuracy: float
     epochs: int
     curve: list[tuple[int, float, float]]  # (epoch, train loss, val loss)
+
+
+log = logging.getLogger("mmfeat")
+_last_epoch_log = [0.0]
+
+
+def _log_epoch(epoch: int, message: str, every_s: float = 5.0) -> None:
+    """An epoch line at most every few seconds (and the first one), so long trainings show progress."""
+    now = time.perf_counter()
+    if epoch == 1 or now - _last_epoch_log[0] >= every_s:
+        _last_epoch_log[0] = now
+        log.info("epoch %d, %s", epoch, message)
 
 
 def fit_one(model: nn.Module, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor,
@@ -56,6 +70,7 @@ def fit_one(model: nn.Module, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor
             total += float(loss.detach()) * len(idx)
         val_loss = evaluate_loss(model, xv, yv, loss_fn)
         curve.append((epoch, total / n, val_loss))
+        _log_epoch(epoch, f"l2={l2:g}: train loss {total / n:.4f}, validation loss {val_loss:.4f}")
         if val_loss < best_loss - 1e-5:
             best, best_loss, best_epoch, bad_epochs = copy.deepcopy(model.state_dict()), val_loss, epoch, 0
         else:
@@ -111,6 +126,7 @@ def fit_linear_sweep(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: tor
             val = losses(xv, yv).cpu() if len(yv) else torch.full((p,), float("inf"))
             train = (total / n).cpu()
             improved = val < best_loss - 1e-5
+            _log_epoch(epoch, f"{p} penalties: validation loss {float(val.min()):.4f} (best of the sweep)")
             for i in range(p):
                 curves[i].append((epoch, float(train[i]), float(val[i])))
                 if improved[i]:
@@ -154,6 +170,8 @@ def fit_linear_lbfgs(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: tor
         opt.step(objective)
         model, acc = _linear(w.detach(), b.detach(), xv, yv)
         fits[l2] = Fit(model, l2, evaluate_loss(model, xv, yv, loss_fn), acc, len(curve), curve)
+        log.info("linear head, l2=%g: validation accuracy %.4f, loss %.4f (%d L-BFGS evaluations)", l2, acc,
+                 fits[l2].val_loss, len(curve))
     return [fits[l2] for l2 in l2s]
 
 

@@ -1,4 +1,4 @@
-"""Apply a saved head to a feature set and store the predictions as Parquet."""
+"""Apply a saved head to feature sets and store the predictions as Parquet."""
 from __future__ import annotations
 
 import json
@@ -6,19 +6,25 @@ import os
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import MmfeatError
 from ..store import FeatureStore
 from ..store import files
-from .artifacts import load_head
-from .data import joined_table
+from .artifacts import load_head, resolve_head_dir
+from .data import joined_table, label_values
 from .model import predict_proba
+
+PROBABILITIES = pa.map_(pa.string(), pa.float32())
 
 
 def predict(head_dir: str, feature_sets: list[str] | str, store: str | None = None) -> dict:
-    """Predict every row of the feature set(s); refuses sets whose config_id the head was not trained on."""
-    model, card = load_head(head_dir)
+    """Predict every row of the feature set(s); refuses sets whose config_id the head was not trained on.
+
+    Writes ``<set>/_predictions/<head>.parquet`` with ``id, predicted, probability`` (of the predicted
+    class), ``probabilities`` (map class -> probability) and the true ``label`` where the items have one;
+    returns its path, the row count, the predicted class counts and, with labels, the accuracy."""
+    run = os.path.abspath(resolve_head_dir(head_dir))
+    model, card = load_head(run)
     st = FeatureStore(store)
     specs = [feature_sets] if isinstance(feature_sets, str) else list(feature_sets)
     sets = [st.resolve(s) for s in specs]
@@ -28,23 +34,57 @@ def predict(head_dir: str, feature_sets: list[str] | str, store: str | None = No
         raise MmfeatError(f"head was trained on config_id(s) {[t[:12] for t in trained]}, "
                           f"not {[g[:12] for g in got]}: features would not mean the same thing")
     table, x, _ = joined_table(sets, "drop")
+    if x.shape[1] != card["dim"]:
+        raise MmfeatError(f"the feature sets give {x.shape[1]} features, the head expects {card['dim']}")
     std = card["standardization"]
     proba = predict_proba(model, x, np.asarray(std["mean"], np.float32), np.asarray(std["std"], np.float32))
     classes = np.array(card["classes"], dtype=object)
-    k = len(classes)
-    out = pa.table({"id": table["id"], "label": pa.array(classes[proba.argmax(1)] if len(proba) else [], pa.string()),
-                    "probabilities": pa.FixedSizeListArray.from_arrays(pa.array(proba.reshape(-1).astype(np.float32)), k)})
-    out = out.replace_schema_metadata({b"mmfeat.head": json.dumps({"head": head_dir, "classes": card["classes"],
+    k, n = len(classes), len(proba)
+    best = proba.argmax(1) if n else np.zeros(0, np.int64)
+    truth = label_values(table, card.get("label", "label")) if n else np.zeros(0, object)
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k)
+    out = pa.table({"id": table["id"], "predicted": pa.array(classes[best] if n else [], pa.string()),
+                    "probability": pa.array(proba.max(1) if n else np.zeros(0), pa.float32()),
+                    "probabilities": pa.MapArray.from_arrays(offsets, pa.array(np.tile(classes, n), pa.string()),
+                                                             pa.array(proba.reshape(-1), pa.float32())),
+                    "label": pa.array(truth, pa.string())})
+    head_name = _head_name(run)
+    out = out.replace_schema_metadata({b"mmfeat.head": json.dumps({"head": run, "name": head_name,
+                                                                    "classes": card["classes"],
                                                                     "config_ids": trained}).encode()})
-    from .artifacts import resolve_head_dir
+    path = files.join(sets[0].path, "_predictions", f"{head_name}.parquet")
+    files.write_parquet_atomic(st.fs, path, out, compression="zstd")
+    labelled = np.array([t is not None for t in truth], bool)
+    counts = dict(zip(*np.unique(classes[best].astype(str), return_counts=True))) if n else {}
+    summary = {"path": path, "rows": n, "head": run, "predicted_counts": {c: int(v) for c, v in counts.items()}}
+    if labelled.any():
+        summary["accuracy"] = float(np.mean(classes[best][labelled] == truth[labelled]))
+        summary["labelled"] = int(labelled.sum())
+    return summary
 
-    run = resolve_head_dir(head_dir)
-    head_name = os.path.basename(os.path.dirname(os.path.dirname(run))) if os.path.basename(
-        os.path.dirname(run)) == "runs" else os.path.basename(run.rstrip("/"))
-    directory = files.join(sets[0].path, "_predictions")
-    path = files.join(directory, f"{head_name}.parquet")
-    st.fs.create_dir(directory, recursive=True)
-    tmp = files.staging_path(directory, ".parquet")
-    pq.write_table(out, tmp, filesystem=st.fs, compression="zstd")
-    st.fs.move(tmp, path)
-    return {"path": path, "rows": out.num_rows}
+
+def _head_name(run: str) -> str:
+    """The head's folder name (``<head>/runs/<run>`` -> ``<head>``), usable as a file and view name."""
+    parent = os.path.dirname(run)
+    name = os.path.basename(os.path.dirname(parent)) if os.path.basename(parent) == "runs" else os.path.basename(run)
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def list_heads(store: str | None = None) -> list[dict]:
+    """The heads under ``<store>/_heads``: name, latest run, label, feature sets and test metrics."""
+    st = FeatureStore(store)
+    root = os.path.join(st.root, "_heads") if "://" not in st.uri else os.path.abspath(os.path.join("mmfeat-heads", "_heads"))
+    out = []
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        try:
+            run = resolve_head_dir(os.path.join(root, name))
+            with open(os.path.join(run, "head.json")) as f:
+                card = json.load(f)
+        except (MmfeatError, OSError, ValueError):
+            continue
+        m = card.get("metrics", {})
+        out.append({"name": name, "run": run, "head": card.get("head"), "label": card.get("label"),
+                    "feature_sets": [s.get("name") for s in card.get("feature_sets", [])],
+                    "accuracy": m.get("accuracy"), "accuracy_ci95": m.get("accuracy_ci95"),
+                    "macro_f1": m.get("macro_f1"), "n_test": m.get("n_test")})
+    return out

@@ -42,6 +42,7 @@ class HeadConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.2
     missing: str = "drop"
+    group: str | None = None  # a manifest column whose values stay in one split (speaker, patient)
     device: str = "auto"
     sklearn_baseline: bool = True  # fit scikit-learn's LogisticRegression beside the head, for comparison
 
@@ -81,7 +82,7 @@ def train_heads(feature_sets: list[str], labels: list[str] | tuple[str, ...] = (
     joined = joined_table(sets, cfg.missing)
     cards = []
     for label in labels:
-        data = load_head_data(joined, label, cfg.seed, cfg.val_fraction, cfg.test_fraction)
+        data = load_head_data(joined, label, cfg.seed, cfg.val_fraction, cfg.test_fraction, cfg.group)
         name = "-".join(s.name.replace("/", "_") for s in sets) + (f"-{label}" if label != "label" else "") + \
             f"-{cfg.head}-" + sha256_text(canonical_json({"sets": [s.config_id for s in sets], "label": label,
                                                           "cfg": dataclasses.asdict(cfg)}))[:8]

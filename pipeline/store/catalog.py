@@ -145,6 +145,11 @@ class FeatureStore:
             features, rejects = view_sql(fs)
             con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {features}')
             con.execute(f'CREATE OR REPLACE VIEW "{name}_rejects" AS {rejects}')
+            for head in files.list_names(self.fs, files.join(fs.path, "_predictions")):
+                if head.endswith(".parquet") and not head.startswith("."):
+                    view = view_name(fs.manifest["dataset"], head[:-8]) + "_predictions"
+                    con.execute(f'CREATE OR REPLACE VIEW "{view}" AS SELECT * FROM read_parquet('
+                                f'{_files_sql([files.join(fs.path, "_predictions", head)])})')
         return con
 
 

@@ -12,7 +12,14 @@ import pyarrow.fs as pafs
 def open_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
     """Return (filesystem, path) for a local path or a pyarrow/fsspec-style URL."""
     if "://" in root:
-        fs, path = pafs.FileSystem.from_uri(root)
+        from ..errors import StoreError
+
+        try:
+            fs, path = pafs.FileSystem.from_uri(root)
+            fs.get_file_info(path)  # reach it now: one clear line instead of a traceback mid-run
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"cannot reach the store {root}: {first}") from None
         return fs, path.rstrip("/")
     return pafs.LocalFileSystem(), os.path.abspath(root)
 

@@ -12,6 +12,7 @@ from ...config import check_choice, runtime_field
 from ...registry import BatchResult, Extractor, ItemBatch, register_extractor
 from ..runtime import loader_context, resolve_device, worker_count
 from .clips import ClipResult, assemble, clip_windows
+from ...progress import advance
 from .decode import load_clip
 from .pooling import STATS, pool_numpy, pool_torch
 
@@ -92,6 +93,11 @@ class SpectralConfig:
 def frame_dims(cfg: SpectralConfig) -> dict[str, int]:
     return {"mfcc": cfg.n_mfcc, "chroma": 12, "mel": cfg.n_mels, "contrast": cfg.contrast_bands + 1, "stft": 4,
             "zcr": 1, "rms": 1, "tonnetz": 6}
+
+
+def _advanced(result):
+    advance(1)
+    return result
 
 
 def _decode_item(args):
@@ -194,10 +200,11 @@ class SpectralExtractor(Extractor):
         args = [(p, self.config) for p in paths]
         workers = self.config.num_workers if self.config.num_workers is not None else (os.cpu_count() or 1)
         if workers <= 1 or len(paths) < 4:
-            return [_librosa_item(a) for a in args]
+            return [_advanced(_librosa_item(a)) for a in args]
         if self._pool is None:
             self._pool = ProcessPoolExecutor(workers, mp_context=loader_context(), initializer=_init_pool_worker)
-        return list(self._pool.map(_librosa_item, args, chunksize=max(1, len(args) // (workers * 4))))
+        chunk = max(1, min(64, len(args) // (workers * 4)))
+        return [_advanced(r) for r in self._pool.map(_librosa_item, args, chunksize=chunk)]
 
     def _torch_results(self, paths):
         workers = worker_count(self.config.num_workers, self.device, len(paths), self.config.batch_size)
@@ -232,6 +239,7 @@ class SpectralExtractor(Extractor):
                 else:
                     results[i] = ClipResult(np.stack([v for v, _ in done[i]]), [q for _, q in done[i]], windows[i], sr,
                                             padded_from)
+            advance(len(items))
         return results
 
     def _torch_batch(self, clips, sr):

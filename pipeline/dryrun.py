@@ -1,0 +1,56 @@
+"""``extract --dry-run``: what a run would do (items, changes, path rejects, shards) without writing."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import pyarrow.compute as pc
+
+from .content import build_items, compare
+from .errors import StoreError
+from .extract import DEFAULT_SHARD_SIZE, JobSpec, _done_keys, state_dir
+from .inputs import load_dataset, require_modality_columns
+from .registry import cached_extractor
+from .store import FeatureStore, make_provenance
+from .store.items import item_keys
+
+
+def dry_run(spec: JobSpec, shard_size: int = DEFAULT_SHARD_SIZE, retry_rejects: bool = False) -> dict[str, Any]:
+    """Plan without writing: the manifest's items and changes since the last run, the rejects the path
+    checks decide, and the items and shards left to extract (known unless a corpus-fitted extractor
+    has not been fitted on the dataset yet)."""
+    dataset = load_dataset(spec.source, spec.dataset, spec.allow_absolute, spec.label_from_name, spec.limit)
+    require_modality_columns(dataset, spec.modality, spec.source)
+    store = FeatureStore(spec.store)
+    handle = store.dataset(spec.dataset)
+    binding = handle.binding()
+    if binding and binding["source"] != spec.source and not spec.rebind:
+        raise StoreError(f"dataset {spec.dataset!r} is bound to {binding['source']}, not {spec.source}: pass "
+                         "--dataset NAME or --rebind")
+    previous = handle.current()
+    items = build_items(dataset, previous)
+    reasons: dict[str, int] = {}
+    for r in items["reason"].drop_null().to_pylist():
+        reasons[r] = reasons.get(r, 0) + 1
+    out = {"dataset": spec.dataset, "source": spec.source, "items": items.num_rows, "changes": compare(previous, items),
+           "path_rejects": reasons, "labelled": items.num_rows - items["label"].null_count,
+           "feature_set": None, "to_extract": None, "shards": None}
+    extractor = cached_extractor(spec.extractor, dict(spec.overrides))
+    if extractor.corpus_fitted:
+        state = state_dir(store, spec.fit_on or spec.dataset, extractor)
+        if not os.path.exists(os.path.join(state, "stats.json")):
+            out["note"] = f"{spec.extractor} is not fitted on {spec.fit_on or spec.dataset} yet: a run fits it first"
+            return out
+        extractor.fit_corpus(None, state)
+    config_id = make_provenance(spec.dataset, extractor, extractor.frame_dim)["config_id"]
+    path = store.set_path(spec.dataset, spec.extractor, config_id)
+    todo = items.num_rows
+    try:
+        done = _done_keys(store.open_path(path), retry_rejects)
+        todo = int(pc.sum(pc.invert(pc.is_in(item_keys(items["id"], items["content"]), value_set=done))).as_py() or 0)
+    except StoreError:
+        pass  # no such feature set yet: everything is to do
+    out.update(feature_set=f"{spec.dataset}/{spec.extractor}-{config_id[:12]}", to_extract=todo,
+               shards=math.ceil(todo / shard_size))
+    return out
