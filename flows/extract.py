@@ -108,13 +108,25 @@ def extract_flow(source: str, modality: Literal["image", "text", "audio"], extra
     processed = run_plan.processed
     seconds = time.perf_counter() - start
     rate = processed / seconds if processed else 0.0
-    rows = [{"feature_set": summary["feature_set"], "path": summary["path"], "rows": summary["rows"],
-             "rejected": summary["rejected"], "processed": processed, "items_per_s": round(rate, 2)}]
-    rows += [{"reject_reason": r, "count": c} for r, c in sorted(summary["rejects_by_reason"].items())]
-    create_table_artifact(rows, key=artifact_key("extract-summary", name), description="extract summary")
+    changes = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in run_plan.changes.items() if v) or "none"
+    create_table_artifact([{"feature set": summary["feature_set"], "config_id": summary["config_id"][:12],
+                            "rows": summary["rows"], "rejected": summary["rejected"], "extracted now": processed,
+                            "items/s": round(rate, 1), "manifest changes": changes, "path": summary["path"]}],
+                          key=artifact_key("extract-summary", name), description=f"extract summary of {name}")
+    if summary["rejects_by_reason"]:
+        from pipeline.rejects import reason as reject_reason
+
+        create_table_artifact([{"reason": r, "count": c, "retryable": reject_reason(r).retryable,
+                                "meaning": reject_reason(r).doc}
+                               for r, c in sorted(summary["rejects_by_reason"].items(), key=lambda kv: -kv[1])],
+                              key=artifact_key("extract-rejects", name), description=f"rejects of {name} by reason")
     emit_event(FEATURE_SET_EVENT, resource={"prefect.resource.id": f"mmfeat.feature-set.{summary['feature_set']}",
                                             "prefect.resource.name": summary["feature_set"]},
                payload={"rows": summary["rows"], "rejected": summary["rejected"], "path": summary["path"]})
     # The run's final state carries the id in its message: deployment triggers on
-    # prefect.flow-run.Completed pass it on as {{ flow_run.state.message }} (prefect.yaml).
-    return Completed(message=summary["feature_set"], data=summary["feature_set"])
+    # prefect.flow-run.Completed pass it on as {{ flow_run.state.message }} (prefect.yaml). A run that
+    # changed nothing (no item extracted, no label, split or meta edited) ends in a Completed state
+    # named "Unchanged": its event is prefect.flow-run.Unchanged, so no retrain is triggered.
+    unchanged = processed == 0 and not any(run_plan.changes.values())
+    return Completed(name="Unchanged" if unchanged else "Completed", message=summary["feature_set"],
+                     data=summary["feature_set"])

@@ -9,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.artifacts import artifact_key, library_logs_to_run
 from pipeline.heads import predict, train_heads
+from pipeline.heads.report import inline_pictures, markdown
 
 
 @task(name="train-head")
@@ -45,10 +46,8 @@ def _publish(card: dict) -> None:
         rows.append({"model": "sklearn LogisticRegression", **{k: m["sklearn_logreg"][k] for k in ("accuracy", "macro_f1")}})
     rows.append({"model": "majority class", "accuracy": m["majority_baseline_accuracy"], "macro_f1": None})
     create_table_artifact(rows, key=artifact_key("train-head-metrics", suffix), description=f"held-out test metrics ({label})")
-    with open(os.path.join(card["path"], "report.md")) as f:
-        report = f.read()
-    for picture in ("confusion.png", "learning_curve.png"):
-        report = report.replace(f"]({picture})", f"](file://{os.path.join(card['path'], picture)})")
+    # The UI cannot reach files beside the head: the pictures travel inside the artifact.
+    report = markdown(card, inline_pictures(card["path"]), card["path"])
     create_markdown_artifact(report, key=artifact_key("train-head-report", suffix), description=f"head report ({label})")
 
 

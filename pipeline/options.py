@@ -92,7 +92,7 @@ DOCS: dict[str, dict[str, str]] = {
         "missing": "fusion: drop ids missing from some feature set, or error",
         "group": "a manifest column (speaker, patient) whose values never straddle train/val/test",
         "device": "auto, cpu or cuda",
-        "sklearn_baseline": "fit scikit-learn's LogisticRegression beside the head for comparison",
+        "sklearn_baseline": "fit scikit-learn's LogisticRegression beside the head (default: up to 5M training values)",
     },
 }
 
@@ -114,7 +114,10 @@ def describe_extractor(name: str) -> dict[str, Any]:
     from .registry import extractor_class
 
     cls = extractor_class(name)
-    doc = (cls.config_type.__doc__ or "").strip().splitlines()[0]
+    doc = (cls.config_type.__doc__ or "").strip()
+    if doc.startswith(cls.config_type.__name__ + "("):  # dataclass's generated signature, not a description
+        doc = (cls.__doc__ or "").strip()
+    doc = (doc.splitlines() or [""])[0].replace("``", "")
     return {"name": cls.name, "modality": cls.modality, "version": cls.version, "summary": doc,
             "corpus_fitted": cls.corpus_fitted, "options": options(cls.config_type)}
 

@@ -171,8 +171,18 @@ def _load_builtins() -> None:
     import os
 
     plugins = [m.strip() for m in os.environ.get("MMFEAT_PLUGINS", "").split(",") if m.strip()]
-    for module in (*_BUILTIN_MODULES, *plugins):
+    for module in _BUILTIN_MODULES:
         importlib.import_module(module)
+    for module in plugins:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module.split(".")[0] and exc.name != module:
+                raise  # the plugin itself failed to import something: its bug, shown whole
+            from .errors import MmfeatError
+
+            raise MmfeatError(f"MMFEAT_PLUGINS names {module!r}, which is not importable here "
+                              "(install it or put its folder on PYTHONPATH)") from None
 
 
 def list_extractors(modality: str | None = None) -> list[str]:

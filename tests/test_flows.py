@@ -119,3 +119,14 @@ def test_flow_that_rejects_too_much_fails(harness, tmp_path):
     bad.write_text("id,path\n" + "".join(f"x{i},missing/{i}.png\n" for i in range(5)))
     state = extract_flow(str(bad), "image", store=str(tmp_path / "store"), return_state=True)
     assert state.is_failed() and "5 of 5 items rejected" in state.message
+
+
+def test_a_run_that_changes_nothing_triggers_nothing(harness, tmp_path):
+    from flows import extract_flow
+
+    manifest = write_text_manifest(str(tmp_path / "m.jsonl"), 12)
+    store = str(tmp_path / "store")
+    first = extract_flow(manifest, "text", "test-hash", store=store, return_state=True)
+    again = extract_flow(manifest, "text", "test-hash", store=store, return_state=True)
+    assert first.name == "Completed" and again.is_completed() and again.name == "Unchanged"
+    assert again.message == first.message  # still names the feature set

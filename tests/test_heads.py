@@ -29,7 +29,7 @@ def test_linear_and_mlp_heads_match_sklearn_on_digits(store, tmp_path):
         m = card["metrics"]
         assert m["accuracy"] >= m["sklearn_logreg"]["accuracy"] - 0.015, (head, m["accuracy"], m["sklearn_logreg"])
         assert m["accuracy"] > 0.9 and m["majority_baseline_accuracy"] < 0.2
-        for f in ("head.safetensors", "head.json", "confusion.png", "learning_curve.png", "report.md"):
+        for f in ("head.safetensors", "head.json", "confusion.png", "validation.png", "report.md"):
             assert os.path.getsize(tmp_path / head / "latest" / f) > 0
     again = train_head([name], {"head": "linear"}, store, str(tmp_path / "again"))
     first = json.load(open(tmp_path / "linear" / "latest" / "head.json"))["metrics"]
@@ -166,4 +166,4 @@ def test_second_manifest_column_trains_its_own_head_on_sample_images(sample_stor
     colour = cards[1]
     assert colour["classes"] == ["colour", "gray"] and colour["label"] == "colour"
     assert colour["metrics"]["accuracy"] > colour["metrics"]["majority_baseline_accuracy"]
-    assert open(tmp_path / "colour" / "latest" / "report.md").read().startswith("# Head report: linear head for 'colour'")
+    assert open(tmp_path / "colour" / "latest" / "report.md").read().startswith("# linear head for 'colour'")

@@ -4,11 +4,10 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 import torch
 
 from ..errors import MmfeatError
-from .model import build_head
+from . import report
 
 
 def save_head(head_dir: str, model: torch.nn.Module, card: dict, curve, y_true, y_pred, classes) -> str:
@@ -29,10 +28,9 @@ def save_head(head_dir: str, model: torch.nn.Module, card: dict, curve, y_true, 
         card["versions"] = _versions()
         with open(os.path.join(staging, "head.json"), "w") as f:
             json.dump(card, f, indent=1)
-        _plots(staging, curve, card["metrics"]["confusion_matrix"], classes,
-               "L-BFGS objective evaluation" if card.get("solver") == "lbfgs" else "epoch")
+        report.plots(staging, card, curve)
         with open(os.path.join(staging, "report.md"), "w") as f:
-            f.write(report_markdown(card))
+            f.write(report.markdown(card, {p: p for p in report.PICTURES}))
         mode = 0o666 & ~_umask()
         for name in os.listdir(staging):  # safetensors writes 0600; the rest of a head is readable alike
             os.chmod(os.path.join(staging, name), mode)
@@ -77,59 +75,6 @@ def _versions() -> dict:
     from ..store.schema import library_versions
 
     return library_versions()
-
-
-def _plots(head_dir: str, curve, confusion, classes, step_name: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4 + 0.4 * len(classes), 3.5 + 0.4 * len(classes)))
-    cm = np.asarray(confusion)
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for (i, j), v in np.ndenumerate(cm):
-        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
-    ax.set_title("Confusion matrix (test split)")
-    fig.tight_layout()
-    fig.savefig(os.path.join(head_dir, "confusion.png"), dpi=100)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    epochs = [c[0] for c in curve]
-    ax.plot(epochs, [c[1] for c in curve], label="train loss")
-    ax.plot(epochs, [c[2] for c in curve], label="validation loss")
-    ax.set_xlabel(step_name)
-    ax.set_ylabel("cross-entropy")
-    ax.legend()
-    ax.set_title("Learning curve (selected L2 penalty)")
-    fig.tight_layout()
-    fig.savefig(os.path.join(head_dir, "learning_curve.png"), dpi=100)
-    plt.close(fig)
-
-
-def report_markdown(card: dict) -> str:
-    m = card["metrics"]
-    sk = m.get("sklearn_logreg")
-    lines = [f"# Head report: {card['head']} head for {card.get('label', 'label')!r} on "
-             f"{', '.join(s['name'] for s in card['feature_sets'])}", "",
-             f"Test split: {m['n_test']} items. Metrics are on held-out test data only; the L2 penalty "
-             f"({card['selected']['l2']}) was chosen on validation"
-             + (f", and the epoch ({card['selected']['epoch']}) by early stopping on it." if card.get("solver") != "lbfgs"
-                else f" (solver L-BFGS, exact fit, {card['selected']['epoch']} objective evaluations)."), "",
-             "| model | accuracy | macro-F1 |", "|---|---|---|",
-             f"| this head | {m['accuracy']:.4f} | {m['macro_f1']:.4f} |",
-             *([f"| scikit-learn LogisticRegression (C=1) | {sk['accuracy']:.4f} | {sk['macro_f1']:.4f} |"] if sk else []),
-             f"| majority class | {m['majority_baseline_accuracy']:.4f} | |", "",
-             "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-    for c, v in m["per_class"].items():
-        lines.append(f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |")
-    lines += ["", "![confusion matrix](confusion.png)", "", "![learning curve](learning_curve.png)", "",
-              f"Data: {json.dumps(card['data'])}", ""]
-    return "\n".join(lines)
 
 
 def load_head(head_dir: str) -> tuple[torch.nn.Module, dict]:

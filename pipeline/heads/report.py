@@ -1,0 +1,139 @@
+"""A head's pictures and its Markdown report: the same report as a file beside the head and, with the
+pictures inlined as data URIs, as a Prefect artifact (the UI cannot reach files next to the head)."""
+from __future__ import annotations
+
+import base64
+import os
+
+import numpy as np
+
+MAX_MATRIX_CLASSES = 30  # above this, the report lists the most-confused pairs instead of a picture
+PICTURES = ("confusion.png", "validation.png")
+
+
+def plots(folder: str, card: dict, curve) -> None:
+    """``confusion.png`` (test split) and ``validation.png``: validation accuracy and loss against the
+    L2 penalty, the chosen one marked (with the MLP's learning curve beside it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes, cm = card["classes"], np.asarray(card["metrics"]["confusion_matrix"])
+    k = min(len(classes), MAX_MATRIX_CLASSES)
+    if len(classes) > MAX_MATRIX_CLASSES:  # the most frequent classes only: a 100-class matrix is unreadable
+        keep = np.argsort(-cm.sum(1))[:k]
+        cm, classes = cm[np.ix_(keep, keep)], [classes[i] for i in keep]
+    fig, ax = plt.subplots(figsize=(3 + 0.32 * k, 2.6 + 0.32 * k))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if k <= 15:
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
+                    color="white" if v > cm.max() / 2 else "black")
+    ax.set_title("Confusion matrix (test split)" + (f", {k} largest classes" if k < len(card["classes"]) else ""))
+    fig.tight_layout()
+    fig.savefig(os.path.join(folder, "confusion.png"), dpi=80)
+    plt.close(fig)
+    sweep, chosen = card["sweep"], card["selected"]["l2"]
+    mlp = card["head"] == "mlp"
+    fig, axes = plt.subplots(1, 2 if mlp else 1, figsize=(9 if mlp else 5, 3.4), squeeze=False)
+    ax = axes[0, 0]
+    l2 = [s["l2"] for s in sweep]
+    ax.semilogx(l2, [s["val_accuracy"] for s in sweep], "o-", label="validation accuracy")
+    ax.axvline(chosen, color="gray", linestyle="--", label=f"chosen l2={chosen:g}")
+    ax.set_xlabel("L2 penalty")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8)
+    ax.set_title("Penalty sweep (validation)")
+    if mlp:
+        ax = axes[0, 1]
+        ax.plot([c[0] for c in curve], [c[1] for c in curve], label="train loss")
+        ax.plot([c[0] for c in curve], [c[2] for c in curve], label="validation loss")
+        ax.axvline(card["selected"]["epoch"], color="gray", linestyle="--", label="kept epoch")
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+        ax.set_title(f"Learning curve (l2={chosen:g})")
+    fig.tight_layout()
+    fig.savefig(os.path.join(folder, "validation.png"), dpi=80)
+    plt.close(fig)
+
+
+def edge_warning(card: dict) -> str | None:
+    """A penalty chosen at the end of the grid may be short of the best one: say which way to extend."""
+    grid = sorted(s["l2"] for s in card["sweep"])
+    chosen = card["selected"]["l2"]
+    if len(grid) < 2 or grid[0] < chosen < grid[-1]:
+        return None
+    side = "smallest" if chosen == grid[0] else "largest"
+    hint = f"{chosen / 10:g}" if side == "smallest" else f"{chosen * 10:g}"
+    return (f"the chosen penalty is the {side} of the grid: the best may lie beyond it; try adding {hint} "
+            "(--set l2_penalties=...)")
+
+
+def confused_pairs(card: dict, top: int = 10) -> list[tuple[str, str, int]]:
+    cm = np.asarray(card["metrics"]["confusion_matrix"])
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None)[:top]
+    return [(card["classes"][i], card["classes"][j], int(off[i, j])) for i, j in zip(*np.unravel_index(order, off.shape))
+            if off[i, j] > 0]
+
+
+def markdown(card: dict, pictures: dict[str, str], head_path: str | None = None) -> str:
+    """The report; ``pictures`` maps each picture to its source (a file name, or a data URI)."""
+    m, data = card["metrics"], card["data"]
+    sk = m.get("sklearn_logreg")
+    lo, hi = m.get("accuracy_ci95", [float("nan")] * 2)
+    how = (f"and the epoch ({card['selected']['epoch']}) by early stopping on it" if card.get("solver") != "lbfgs"
+           else "solver L-BFGS (exact fit)")
+    lines = [f"# {card['head']} head for {card.get('label', 'label')!r} on "
+             f"{', '.join(s['name'] for s in card['feature_sets'])}", "",
+             f"Held-out test split: {m['n_test']} items. The L2 penalty ({card['selected']['l2']:g}) was chosen on "
+             f"validation, {how}.", ""]
+    warning = edge_warning(card)
+    if warning:
+        lines += [f"> **Note:** {warning}", ""]
+    lines += ["| model | accuracy (95% CI) | macro-F1 |", "|---|---|---|",
+              f"| this head | {m['accuracy']:.4f} ({lo:.3f}–{hi:.3f}) | {m['macro_f1']:.4f} |",
+              *([f"| scikit-learn LogisticRegression (C=1) | {sk['accuracy']:.4f} | {sk['macro_f1']:.4f} |"] if sk else []),
+              f"| majority class | {m['majority_baseline_accuracy']:.4f} | |", ""]
+    if m.get("classes_absent_from_test"):
+        lines += [f"Classes absent from the test split (left out of macro-F1): {', '.join(m['classes_absent_from_test'])}", ""]
+    sizes = data.get("sizes", {})
+    lines += ["| data | |", "|---|---|",
+              f"| rows joined | {data.get('joined', '')} |",
+              f"| train / validation / test | {sizes.get('train', '')} / {sizes.get('val', '')} / {sizes.get('test', '')} |",
+              f"| split from | {data.get('split_source', '')} |",
+              f"| unlabelled rows left out | {data.get('unlabelled_dropped', 0)} |",
+              *([f"| grouped by | {data['grouped_by']} |"] if data.get("grouped_by") else []),
+              *([f"| classes under 5 examples | {', '.join(f'{c} ({n})' for c, n in data['small_classes'].items())} |"]
+                if data.get("small_classes") else []), ""]
+    lines += ["| L2 penalty | validation accuracy | validation loss |", "|---|---|---|"]
+    for s in card["sweep"]:
+        mark = " **(chosen)**" if s["l2"] == card["selected"]["l2"] else ""
+        lines.append(f"| {s['l2']:g}{mark} | {s['val_accuracy']:.4f} | {s['val_loss']:.4f} |")
+    lines += ["", f"![validation]({pictures['validation.png']})", ""]
+    if len(card["classes"]) > MAX_MATRIX_CLASSES:
+        lines += ["| most confused: true | predicted | count |", "|---|---|---|"]
+        lines += [f"| {a} | {b} | {n} |" for a, b, n in confused_pairs(card)]
+        lines.append("")
+    lines += [f"![confusion matrix]({pictures['confusion.png']})", "",
+              "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for c, v in list(m["per_class"].items())[:200]:
+        lines.append(f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |")
+    if head_path:
+        lines += ["", f"Head folder: [{head_path}](file://{head_path})"]
+    return "\n".join(lines) + "\n"
+
+
+def inline_pictures(folder: str) -> dict[str, str]:
+    """Data URIs of the run's pictures (what a Prefect markdown artifact can display)."""
+    out = {}
+    for name in PICTURES:
+        with open(os.path.join(folder, name), "rb") as f:
+            out[name] = "data:image/png;base64," + base64.b64encode(f.read()).decode()
+    return out
