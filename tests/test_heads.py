@@ -167,3 +167,14 @@ def test_second_manifest_column_trains_its_own_head_on_sample_images(sample_stor
     assert colour["classes"] == ["colour", "gray"] and colour["label"] == "colour"
     assert colour["metrics"]["accuracy"] > colour["metrics"]["majority_baseline_accuracy"]
     assert open(tmp_path / "colour" / "latest" / "report.md").read().startswith("# linear head for 'colour'")
+
+
+def test_a_100_class_report_stays_readable_and_small(store, tmp_path):
+    from pipeline.heads.report import inline_pictures, markdown
+
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(100), 12)
+    x = rng.normal(size=(len(y), 16)) + np.eye(100)[y][:, :16] * 3
+    card = train_head([_set(store, "many", x, [f"class{v:03d}" for v in y])], None, store, str(tmp_path / "many"))
+    report = markdown(card, inline_pictures(card["path"]), card["path"])
+    assert "most confused" in report and len(report) < 400_000
