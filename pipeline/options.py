@@ -43,7 +43,7 @@ DOCS: dict[str, dict[str, str]] = {
         "vector_size": "dimension of trained vectors",
         "window": "context window of training",
         "min_count": "words rarer than this in the corpus are ignored",
-        "epochs": "training passes over the corpus",
+        "epochs": "training passes over the corpus (default: about 30M word updates, 5 to 100 passes)",
         "sg": "1: skip-gram, 0: CBOW",
         "seed": "training seed",
         "pooling": "mean, tfidf (idf-weighted mean) or sif (smooth inverse frequency, first component removed)",

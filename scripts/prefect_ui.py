@@ -74,6 +74,7 @@ def prefect_server(home: str):
 
 def run_flows(env: dict, store: str) -> None:
     texts = os.path.join(ROOT, "sample_data", "texts.jsonl")
+    env = {k: v for k, v in env.items() if k != "MMFEAT_PLUGINS"}
     r = subprocess.run([sys.executable, "-c", FLOWS, texts, store], env={**env, "PYTHONPATH": ROOT}, cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
     if r.returncode:

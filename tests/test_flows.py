@@ -9,12 +9,20 @@ from helpers import write_text_manifest
 
 @pytest.fixture(scope="module")
 def harness():
+    saved = {k: os.environ.get(k) for k in ("MMFEAT_PLUGINS", "PYTHONPATH")}
     os.environ["MMFEAT_PLUGINS"] = "helpers"  # Dask workers import the test-only extractor too
     os.environ["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    try:
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
+    finally:
+        for key, value in saved.items():  # later tests (and their subprocesses) see the user's environment
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def test_extract_and_train_head_flows(harness, store):

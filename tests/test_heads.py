@@ -113,7 +113,8 @@ def test_multi_target_heads_share_features_and_read_meta_columns(store, tmp_path
     assert [c["classes"] for c in cards[1:]] == [["even", "odd"], ["big", "small"]]
     assert cards[2]["data"]["unlabelled_dropped"] == 60
     for c in cards:
-        assert c["metrics"]["accuracy"] >= c["metrics"]["sklearn_logreg"]["accuracy"] - 0.015, c["label"]
+        # the head is refit on train + validation, the sklearn reference on train only: 0.02 is 2 test items
+        assert c["metrics"]["accuracy"] >= c["metrics"]["sklearn_logreg"]["accuracy"] - 0.02, c["label"]
         assert os.path.exists(os.path.join(tmp_path, "mt", c["label"], "latest", "head.json"))
     with pytest.raises(MmfeatError, match="available: label, parity, size"):
         train_heads([fs.name], ["speaker"], None, store)
@@ -178,3 +179,19 @@ def test_a_100_class_report_stays_readable_and_small(store, tmp_path):
     card = train_head([_set(store, "many", x, [f"class{v:03d}" for v in y])], None, store, str(tmp_path / "many"))
     report = markdown(card, inline_pictures(card["path"]), card["path"])
     assert "most confused" in report and len(report) < 400_000
+
+
+def test_refit_calibration_and_prototype_heads(store, tmp_path):
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    name = _set(store, "cal", x, y)
+    card = train_head([name], None, store, str(tmp_path / "lin"))
+    sizes = card["data"]["sizes"]
+    assert card["refit"]["rows"] == sizes["train"] + sizes["val"] and card["temperature"] > 0
+    assert 0 <= card["metrics"]["ece"] <= 1 and "ece_uncalibrated" in card["metrics"]
+    assert "hidden" not in card["config"] and "lr" not in card["config"]  # a linear L-BFGS head has neither
+    proto = train_head([name], {"head": "prototype"}, store, str(tmp_path / "proto"))
+    assert proto["metrics"]["accuracy"] > 0.85 and proto["solver"] == "class means"
+    out = predict(proto["path"], name, store)
+    assert out["accuracy"] > 0.85

@@ -100,3 +100,17 @@ def test_word2vec_no_known_word_and_pinned_pickles(tmp_path):
 
     pinned = create_extractor("word2vec", {"vectors": str(pickle), "vectors_sha256": sha256_file(str(pickle))})
     assert pinned.dim == 4
+
+
+def test_word2vec_epochs_follow_the_corpus_size(store):
+    import os
+
+    from conftest import SAMPLE
+    from pipeline.extract import extract
+    from pipeline.extractors.text.word2vec_state import auto_epochs
+    from pipeline.store import FeatureStore
+
+    assert auto_epochs(60_000) == 100 and auto_epochs(800_000) == 38 and auto_epochs(50_000_000) == 5
+    s = extract(os.path.join(SAMPLE, "texts.jsonl"), "text", "word2vec", {"min_count": "1"}, store=store)
+    training = FeatureStore(store).resolve(s["feature_set"]).manifest["runtime"]["training"]
+    assert training["epochs"] == auto_epochs(training["corpus_words"]) == 100

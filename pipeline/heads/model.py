@@ -12,7 +12,7 @@ from torch import nn
 
 
 def build_head(kind: str, dim: int, n_classes: int, hidden: tuple[int, ...], dropout: float) -> nn.Module:
-    if kind == "linear":
+    if kind in ("linear", "prototype"):
         return nn.Linear(dim, n_classes)
     layers: list[nn.Module] = []
     for width in hidden:
@@ -175,6 +175,17 @@ def fit_linear_lbfgs(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: tor
     return [fits[l2] for l2 in l2s]
 
 
+def fit_prototypes(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, k: int) -> Fit:
+    """Nearest class mean (standardized features) as a linear layer: logits x.mu_c - |mu_c|^2 / 2, the
+    Gaussian log-likelihood with one shared identity covariance. No penalty to choose: a head for
+    few-shot sets, where a fitted classifier has too little to learn from."""
+    mu = torch.zeros(k, x.shape[1], device=x.device).index_add_(0, y, x)
+    mu = mu / torch.bincount(y, minlength=k).clamp(min=1)[:, None].to(x.dtype)
+    model, acc = _linear(mu.t(), -0.5 * mu.square().sum(1), xv, yv)
+    loss = evaluate_loss(model, xv, yv, nn.CrossEntropyLoss()) if len(yv) else float("nan")
+    return Fit(model, 0.0, loss, acc, 0, [])
+
+
 def _linear(w: torch.Tensor, b: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor) -> tuple[nn.Linear, float]:
     """An ``nn.Linear`` holding weights ``w`` (dim, k) and bias ``b``, and its validation accuracy."""
     model = nn.Linear(*w.shape).to(w.device)
@@ -204,11 +215,11 @@ def evaluate_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn) -
 
 
 def predict_proba(model: nn.Module, x: np.ndarray, mean: np.ndarray, std: np.ndarray, device: str = "cpu",
-                  batch: int = 65536) -> np.ndarray:
+                  batch: int = 65536, temperature: float = 1.0) -> np.ndarray:
     model.eval().to(device)
     out = []
     with torch.no_grad():
         for start in range(0, len(x), batch):
             xb = torch.from_numpy((x[start:start + batch] - mean) / std).float().to(device)
-            out.append(torch.softmax(model(xb), dim=1).cpu().numpy())
+            out.append(torch.softmax(model(xb) / temperature, dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

@@ -37,7 +37,8 @@ def predict(head_dir: str, feature_sets: list[str] | str, store: str | None = No
     if x.shape[1] != card["dim"]:
         raise MmfeatError(f"the feature sets give {x.shape[1]} features, the head expects {card['dim']}")
     std = card["standardization"]
-    proba = predict_proba(model, x, np.asarray(std["mean"], np.float32), np.asarray(std["std"], np.float32))
+    proba = predict_proba(model, x, np.asarray(std["mean"], np.float32), np.asarray(std["std"], np.float32),
+                          temperature=float(card.get("temperature", 1.0)))
     classes = np.array(card["classes"], dtype=object)
     k, n = len(classes), len(proba)
     best = proba.argmax(1) if n else np.zeros(0, np.int64)

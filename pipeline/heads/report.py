@@ -42,6 +42,13 @@ def plots(folder: str, card: dict, curve) -> None:
     mlp = card["head"] == "mlp"
     fig, axes = plt.subplots(1, 2 if mlp else 1, figsize=(9 if mlp else 5, 3.4), squeeze=False)
     ax = axes[0, 0]
+    if card["head"] == "prototype":
+        ax.text(0.5, 0.5, f"class means: no penalty to choose\nvalidation accuracy {sweep[0]['val_accuracy']:.3f}",
+                ha="center", va="center")
+        ax.set_axis_off()
+        fig.savefig(os.path.join(folder, "validation.png"), dpi=80)
+        plt.close(fig)
+        return
     l2 = [s["l2"] for s in sweep]
     ax.semilogx(l2, [s["val_accuracy"] for s in sweep], "o-", label="validation accuracy")
     ax.axvline(chosen, color="gray", linestyle="--", label=f"chosen l2={chosen:g}")
@@ -64,6 +71,8 @@ def plots(folder: str, card: dict, curve) -> None:
 
 def edge_warning(card: dict) -> str | None:
     """A penalty chosen at the end of the grid may be short of the best one: say which way to extend."""
+    if card["head"] == "prototype":
+        return None
     grid = sorted(s["l2"] for s in card["sweep"])
     chosen = card["selected"]["l2"]
     if len(grid) < 2 or grid[0] < chosen < grid[-1]:
@@ -101,6 +110,11 @@ def markdown(card: dict, pictures: dict[str, str], head_path: str | None = None)
               f"| this head | {m['accuracy']:.4f} ({lo:.3f}–{hi:.3f}) | {m['macro_f1']:.4f} |",
               *([f"| scikit-learn LogisticRegression (C=1) | {sk['accuracy']:.4f} | {sk['macro_f1']:.4f} |"] if sk else []),
               f"| majority class | {m['majority_baseline_accuracy']:.4f} | |", ""]
+    if "ece" in m:
+        lines += [f"Calibration: temperature {card.get('temperature', 1.0):.3g} fitted on validation; expected calibration "
+                  f"error on test {m['ece']:.3f} (without it {m['ece_uncalibrated']:.3f})."
+                  + (f" Refit on train + validation ({card['refit']['rows']} rows) at the chosen setting."
+                     if card.get("refit") else ""), ""]
     if m.get("classes_absent_from_test"):
         lines += [f"Classes absent from the test split (left out of macro-F1): {', '.join(m['classes_absent_from_test'])}", ""]
     sizes = data.get("sizes", {})

@@ -14,7 +14,8 @@ from ..store import FeatureStore
 from .artifacts import save_head
 from .data import joined_table, load_head_data
 from .metrics import classification_metrics, sklearn_baseline
-from .model import build_head, fit_linear_lbfgs, fit_linear_sweep, fit_one
+from .calibration import expected_calibration_error, fit_temperature
+from .model import build_head, fit_linear_lbfgs, fit_linear_sweep, fit_one, fit_prototypes
 
 
 # The comparison fit doubles train time on mid-size sets (55 s vs 17 s measured at ~20k x 1280): by
@@ -49,10 +50,11 @@ class HeadConfig:
     missing: str = "drop"
     group: str | None = None  # a manifest column whose values stay in one split (speaker, patient)
     device: str = "auto"
+    refit: bool = True  # linear/prototype: refit on train + validation at the chosen penalty
     sklearn_baseline: bool | None = None  # sklearn's LogisticRegression beside the head; None: up to SKLEARN_AUTO_VALUES
 
     def __post_init__(self):
-        check_choice("head", self.head, ("linear", "mlp"))
+        check_choice("head", self.head, ("linear", "mlp", "prototype"))
         check_choice("class_weight", self.class_weight, ("balanced", "none"))
         check_choice("solver", self.solver, ("auto", "lbfgs", "adamw"))
         check_choice("missing", self.missing, ("drop", "error"))
@@ -112,7 +114,9 @@ def _train_one(sets, data, cfg: HeadConfig, head_dir: str) -> dict:
         weight = torch.tensor(len(data.train.y) / (k * np.maximum(counts, 1)), dtype=torch.float32, device=device)
     start = time.perf_counter()
     solver = cfg.solver if cfg.solver != "auto" else ("lbfgs" if x.numel() * 4 <= 4 << 30 else "adamw")
-    if cfg.head == "linear" and solver == "lbfgs":
+    if cfg.head == "prototype":
+        fits = [fit_prototypes(x, y, xv, yv, k)]
+    elif cfg.head == "linear" and solver == "lbfgs":
         fits = fit_linear_lbfgs(x, y, xv, yv, k, weight, cfg.l2_penalties)
     elif cfg.head == "linear":
         fits = fit_linear_sweep(x, y, xv, yv, k, weight, cfg.l2_penalties, cfg, cfg.seed)
@@ -120,12 +124,20 @@ def _train_one(sets, data, cfg: HeadConfig, head_dir: str) -> dict:
         fits = [fit_one(_seeded_head(cfg, x.shape[1], k).to(device), x, y, xv, yv, weight, l2, cfg, cfg.seed)
                 for l2 in cfg.l2_penalties]
     best = min(fits, key=lambda f: (-f.val_accuracy, f.val_loss))
+    with torch.no_grad():
+        temperature = fit_temperature(best.model(xv), yv)
+    model, refit = best.model, None
+    if cfg.refit and cfg.head != "mlp" and len(data.val.y):
+        model, mean, std, refit = _refit_on_train_and_val(data, cfg, best.l2, k, device)
     seconds = time.perf_counter() - start
-    best.model.cpu()
+    model.cpu()
     xt = ((data.test.x - mean) / std).astype(np.float32)
     with torch.no_grad():
-        proba = torch.softmax(best.model(torch.from_numpy(xt)), 1).numpy()
+        logits = model(torch.from_numpy(xt))
+        raw, proba = torch.softmax(logits, 1).numpy(), torch.softmax(logits / temperature, 1).numpy()
     metrics = classification_metrics(data.test.y, proba.argmax(1), data.classes)
+    metrics["ece"] = expected_calibration_error(proba, data.test.y)
+    metrics["ece_uncalibrated"] = expected_calibration_error(raw, data.test.y)
     metrics["majority_baseline_accuracy"] = float(np.mean(data.test.y == np.bincount(data.train.y).argmax()))
     if cfg.sklearn_baseline or (cfg.sklearn_baseline is None and data.train.x.size <= SKLEARN_AUTO_VALUES):
         metrics["sklearn_logreg"] = sklearn_baseline((data.train.x - mean) / std, data.train.y, xt, data.test.y,
@@ -139,11 +151,33 @@ def _train_one(sets, data, cfg: HeadConfig, head_dir: str) -> dict:
         "sweep": [{"l2": f.l2, "val_accuracy": f.val_accuracy, "val_loss": f.val_loss,
                    "epochs": f.epochs} for f in fits],
         "data": data.report, "metrics": metrics, "train_seconds": round(seconds, 3), "device": device,
-        "solver": solver if cfg.head == "linear" else "adamw",
+        "solver": {"linear": solver, "prototype": "class means"}.get(cfg.head, "adamw"),
+        "temperature": temperature, "refit": refit,
     }
-    card["path"] = save_head(head_dir, best.model, card, best.curve, data.test.y, proba.argmax(1), data.classes)
+    card["path"] = save_head(head_dir, model, card, best.curve, data.test.y, proba.argmax(1), data.classes)
     card["head_dir"] = head_dir
     return card
+
+
+def _refit_on_train_and_val(data, cfg: HeadConfig, l2: float, k: int, device: str):
+    """The chosen setting fitted again on train + validation (as LogisticRegressionCV(refit=True)):
+    the validation rows that chose it are not lost to the final model. The penalty keeps scikit-learn's
+    C (l2 scales with 1/n); the standardization is recomputed on the larger set."""
+    x_all = np.concatenate([data.train.x, data.val.x])
+    y_all = np.concatenate([data.train.y, data.val.y])
+    mean, std = x_all.mean(0), np.maximum(x_all.std(0), 1e-6)
+    x = torch.from_numpy(((x_all - mean) / std).astype(np.float32)).to(device)
+    y = torch.from_numpy(y_all).to(device)
+    none_x, none_y = x[:0], y[:0]
+    if cfg.head == "prototype":
+        return fit_prototypes(x, y, none_x, none_y, k).model, mean, std, {"on": "train+val", "rows": len(y_all)}
+    weight = None
+    if cfg.class_weight == "balanced":
+        counts = np.bincount(y_all, minlength=k).astype(np.float64)
+        weight = torch.tensor(len(y_all) / (k * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+    l2_all = l2 * len(data.train.y) / len(y_all)
+    fit = fit_linear_lbfgs(x, y, none_x, none_y, k, weight, [l2_all])[0]
+    return fit.model, mean, std, {"on": "train+val", "rows": len(y_all), "l2": l2_all}
 
 
 _MLP_ONLY = ("hidden", "dropout")
@@ -153,7 +187,9 @@ _ADAMW_ONLY = ("weight_decay", "lr", "max_epochs", "patience", "batch_size")
 def _card_config(cfg: HeadConfig, solver: str) -> dict:
     """The settings that made this head (a linear L-BFGS head has no epochs, widths or learning rate)."""
     out = dataclasses.asdict(cfg)
-    drop = (_MLP_ONLY if cfg.head == "linear" else ()) + (_ADAMW_ONLY if cfg.head == "linear" and solver == "lbfgs" else ())
+    linear = cfg.head in ("linear", "prototype")
+    drop = (_MLP_ONLY if linear else ()) + (_ADAMW_ONLY if linear and (solver == "lbfgs" or cfg.head == "prototype") else ())
+    drop += ("l2_penalties", "solver", "class_weight") if cfg.head == "prototype" else ()
     return {k: v for k, v in out.items() if k not in drop}
 
 

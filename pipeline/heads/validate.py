@@ -50,8 +50,8 @@ def _card(run: str) -> dict:
     problems = []
     if not isinstance(card, dict):
         raise MmfeatError(f"{path}: the head card is not a JSON object")
-    if card.get("head") not in ("linear", "mlp"):
-        problems.append("head must be linear or mlp")
+    if card.get("head") not in ("linear", "mlp", "prototype"):
+        problems.append("head must be linear, mlp or prototype")
     if not (isinstance(card.get("dim"), int) and card["dim"] > 0):
         problems.append("dim must be a positive integer")
     classes = card.get("classes")
@@ -59,6 +59,9 @@ def _card(run: str) -> dict:
         problems.append("classes must be a list of at least two strings")
     config = card.get("config")
     hidden = config.get("hidden", []) if isinstance(config, dict) else None
+    t = card.get("temperature", 1.0)
+    if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
+        problems.append("temperature must be a positive number")
     if not (isinstance(hidden, list) and all(isinstance(h, int) and h > 0 for h in hidden)):
         problems.append("config.hidden must be a list of positive integers")
     std = card.get("standardization")

@@ -33,7 +33,7 @@ class Word2VecConfig:
     vector_size: int = 100
     window: int = 5
     min_count: int = 2
-    epochs: int = 5
+    epochs: int | None = None  # None (auto): from the corpus size, see word2vec_state.auto_epochs
     sg: int = 0
     seed: int = 1
     pooling: str = "mean"
@@ -45,7 +45,7 @@ class Word2VecConfig:
         check_choice("pooling", self.pooling, ("mean", "tfidf", "sif"))
         check_choice("sg", self.sg, (0, 1))
         for name in ("vector_size", "window", "min_count", "epochs", "workers", "max_chars"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.sif_a <= 0:
             raise ValueError("sif_a must be > 0")
@@ -56,7 +56,7 @@ class Word2VecExtractor(MapExtractor):
     name = "word2vec"
     modality = "text"
     config_type = Word2VecConfig
-    version = "1"
+    version = "2"  # 2: epochs chosen from the corpus size by default
     corpus_fitted = True
     chunk_size = 4096
 
@@ -70,6 +70,10 @@ class Word2VecExtractor(MapExtractor):
         self._preloaded = bool(config.vectors and config.pooling == "mean")
         if self._preloaded:
             self._use(*load_vectors(config.vectors, config.vectors_sha256), None, sha256_file(config.vectors))
+
+    def describe(self) -> dict:
+        """The training the fitted state came from (corpus words, epochs used), for provenance."""
+        return {"training": self.stats.training} if self.stats is not None and self.stats.training else {}
 
     def _use(self, vectors, words, stats, digest) -> None:
         self.vectors = vectors.astype(np.float32)
@@ -89,8 +93,9 @@ class Word2VecExtractor(MapExtractor):
             if self.config.vectors:
                 vectors, words = load_vectors(self.config.vectors, self.config.vectors_sha256)
             else:
-                vectors, words = train(texts, self.config)
+                vectors, words, facts = train(texts, self.config)
             stats = CorpusStats.count(texts, {w: i for i, w in enumerate(words)}, len(words))
+            stats.training = facts if not self.config.vectors else None
             self._use(vectors, words, stats, None)
             if self.config.pooling == "sif":
                 stats.sif_component = self._common_component(texts)

@@ -37,15 +37,32 @@ class _Sentences:
         return (tokenize_words(t) for t in self.texts)
 
 
-def train(texts, config) -> tuple[np.ndarray, list[str]]:
+# gensim's 5 epochs suit corpora of tens of millions of words; a small corpus needs more passes to train
+# its vectors. Measured (linear head, dev sets): BBC news, 0.8M words: 5 epochs 83.6%, 20 93.4%, 40 95.5%,
+# 60 96.2%; TREC questions, 60k words: 5 60.2%, 20 63.8%, 40 68.0%, 100 69.0%. So epochs=auto gives every
+# corpus about UPDATE_BUDGET word updates: 5 epochs from 6M words up, at most MAX_AUTO_EPOCHS.
+UPDATE_BUDGET = 30_000_000
+MAX_AUTO_EPOCHS = 100
+
+
+def auto_epochs(words: int) -> int:
+    return int(max(5, min(MAX_AUTO_EPOCHS, -(-UPDATE_BUDGET // max(words, 1)))))
+
+
+def train(texts, config) -> tuple[np.ndarray, list[str], dict]:
+    """(vectors, words, training facts: corpus words and the epochs used)."""
     from gensim.models import Word2Vec
 
-    model = Word2Vec(sentences=_Sentences(texts), vector_size=config.vector_size, window=config.window,
-                     min_count=config.min_count, workers=config.workers, epochs=config.epochs,
-                     sg=config.sg, seed=config.seed)
+    model = Word2Vec(vector_size=config.vector_size, window=config.window, min_count=config.min_count,
+                     workers=config.workers, sg=config.sg, seed=config.seed)
+    sentences = _Sentences(texts)
+    model.build_vocab(sentences)
     if not len(model.wv):
         raise MmfeatError(f"word2vec: no word occurs min_count={config.min_count} times in the corpus")
-    return model.wv.vectors, list(model.wv.index_to_key)
+    epochs = config.epochs or auto_epochs(model.corpus_total_words)
+    model.train(sentences, total_examples=model.corpus_count, epochs=epochs)
+    facts = {"corpus_words": int(model.corpus_total_words), "corpus_texts": int(model.corpus_count), "epochs": epochs}
+    return model.wv.vectors, list(model.wv.index_to_key), facts
 
 
 def load_vectors(path: str, pinned_sha256: str | None, trusted_format: str | None = None):
@@ -80,6 +97,7 @@ class CorpusStats:
     doc_freq: list[int]
     n_docs: int
     sif_component: list[float] | None = None
+    training: dict | None = None  # corpus size and the epochs used (epochs=auto chooses them from it)
 
     @classmethod
     def count(cls, texts, index: dict[str, int], size: int) -> "CorpusStats":
@@ -100,7 +118,7 @@ class CorpusStats:
 
     @classmethod
     def from_json(cls, obj: dict) -> "CorpusStats":
-        return cls(obj["counts"], obj["doc_freq"], obj["n_docs"], obj.get("sif_component"))
+        return cls(obj["counts"], obj["doc_freq"], obj["n_docs"], obj.get("sif_component"), obj.get("training"))
 
 
 def save_state(state_dir: str, vectors: np.ndarray, words: list[str], stats: CorpusStats) -> None:

@@ -1,0 +1,41 @@
+"""Calibrated probabilities: one temperature fitted on validation logits (Guo et al. 2017), and the
+expected calibration error that says how far predicted confidences are from observed accuracy."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """The T > 0 minimizing validation NLL of softmax(logits / T); 1.0 when there is no validation data."""
+    if len(y) == 0:
+        return 1.0
+    logits, y = logits.detach().float().cpu(), y.cpu()
+    log_t = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+
+    def objective():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(objective)
+    t = float(log_t.exp())
+    return t if np.isfinite(t) and 1e-2 <= t <= 1e2 else 1.0
+
+
+def expected_calibration_error(proba: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
+    """ECE: |accuracy - confidence| averaged over equal-width confidence bins, weighted by their size."""
+    if len(y) == 0:
+        return float("nan")
+    confidence, predicted = proba.max(1), proba.argmax(1)
+    correct = predicted == y
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(total)
