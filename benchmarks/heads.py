@@ -13,6 +13,7 @@ Reports training seconds, test accuracy, peak RSS and the machine.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
@@ -97,7 +98,9 @@ def main() -> None:
                       f"{one_s / seconds:8.2f}x")
             print(f"{'':>8} selected: mmfeat l2={card['selected']['l2']} (epoch {card['selected']['epoch']}), "
                   f"sklearn sweep C={sweep_c:.3g}; on {card['device']}")
+            result = {"heads_sweep_speedup_vs_sklearn": sweep_s / ours_s, "device": card["device"], "rows": n}
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print("RESULT " + json.dumps(result))  # read by benchmarks/gpu_suite.py
 
 
 if __name__ == "__main__":

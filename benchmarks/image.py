@@ -9,6 +9,7 @@ by batch) as the baseline.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import platform
 import resource
@@ -84,6 +85,7 @@ def main() -> None:
     # forkserver (about 4 s here), paid once per process.
     extract(make_jpegs(os.path.join(tmp, "warm"), 64, (32, 32)), "image", "cnn", store=os.path.join(tmp, "store"),
             dataset="warm", progress=False)
+    result = {}
     for label, size in (("32x32", (32, 32)), ("500x375", (500, 375))):
         manifest = make_jpegs(os.path.join(tmp, label), n, size)
         c = ceiling(ext, n)
@@ -91,7 +93,10 @@ def main() -> None:
                     progress=False)["items_per_s"]
         b = naive(ext, manifest, n)
         print(f"{label:10} {c:14.1f} {p:15.1f} {b:12.1f} {p / c:13.2f} {p / b:11.2f}")
+        result.setdefault("image_32px_pipeline_over_ceiling", p / c)
+        result.setdefault("image_32px_img_s", p)
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print("RESULT " + json.dumps({**result, "device": str(ext.device)}))  # read by benchmarks/gpu_suite.py
 
 
 if __name__ == "__main__":

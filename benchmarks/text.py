@@ -100,6 +100,7 @@ def main() -> None:
     print("naive-B: the naive loop at batch B (truncating at the model limit, so it does less work on long texts)")
     print(f"{'texts':22} {'ceiling/s':>10} {'pipeline/s':>11} {'pipe fp32/s':>12} {'naive-16/s':>11} {'naive-128/s':>12} "
           f"{'pipe/ceil':>10} {'pipe/naive-16':>14} {'pipe/naive-128':>15} {'fp32 pipe/naive-16':>19}")
+    result = {}
     for label, lo, hi in (("news (30-80 words)", 30, 80), ("mixed (5-400 words)", 5, 400)):
         items = texts(n, lo, hi, seed=lo)
         # Best of two interleaved runs: this shared 2-core machine's speed drifts by tens of percent.
@@ -109,7 +110,9 @@ def main() -> None:
         b128 = max(naive(ext, items, 128) for _ in range(2))
         print(f"{label:22} {c:10.1f} {p:11.1f} {p32:12.1f} {b16:11.1f} {b128:12.1f} {p / c:10.2f} {p / b16:14.2f} "
               f"{p / b128:15.2f} {p32 / b16:19.2f}", flush=True)
+        result.setdefault("text_news_texts_s", p)
     word2vec(tmp, tokens)
+    print("RESULT " + json.dumps({**result, "device": str(ext.device)}))  # read by benchmarks/gpu_suite.py
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

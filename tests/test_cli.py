@@ -3,7 +3,9 @@ import os
 import subprocess
 import sys
 
-from conftest import SAMPLE
+import pytest
+
+from conftest import ROOT, SAMPLE
 
 
 def mmfeat(*args, env=None):
@@ -40,3 +42,13 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
         r = mmfeat(*args)
         assert r.returncode == 2, (args, r.stderr)
         assert r.stderr.count("\n") == 1 and r.stderr.startswith("mmfeat: error:") and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_gpu_suite_runs_at_tiny_sizes():
+    """`make bench-gpu`'s script, on tiny inputs: every benchmark it calls still runs and reports."""
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "gpu_suite.py"), "--tiny"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    table = r.stdout[r.stdout.index("| target |"):]
+    assert table.count("\n|") >= 6 and "—" not in table, table
