@@ -216,7 +216,7 @@ def run_shard(job: Job, shard: Shard) -> dict[str, Any]:
         rejects += [(int(i), "validate", "non_finite_features", "the extractor gave NaN or inf features")
                     for i in bad_items]
         keep_rows = ~np.isin(kept, bad_items)
-        result = _select_rows(result, keep_rows)
+        result = result.select(keep_rows)
         kept = kept[keep_rows]
     take = pa.array(kept, pa.int64())
     part = part_table(rows["id"].take(take), rows["content"].take(take), result.features, result.segments,
@@ -230,14 +230,6 @@ def run_shard(job: Job, shard: Shard) -> dict[str, Any]:
     remove_plan(fs.fs, fs.path, shard.shard_id)
     Lease(fs.fs, fs.path, shard.lease).refresh()
     return marker
-
-
-def _select_rows(result, keep: np.ndarray):
-    return dataclasses.replace(
-        result, features=result.features[keep], ok=result.ok[keep],
-        sequences=[s for s, k in zip(result.sequences, keep) if k] if result.sequences is not None else None,
-        segments=result.segments[keep] if result.segments is not None else None,
-        row_meta=[m for m, k in zip(result.row_meta, keep) if k] if result.row_meta is not None else None)
 
 
 def extract_shard(spec: JobSpec, shard: Shard) -> dict[str, Any]:

@@ -83,6 +83,13 @@ class BatchResult:
     segments: np.ndarray | None = None  # optional float (len(ok), 2) start/end seconds
     row_meta: list[dict[str, str]] | None = None  # optional entries added to each row's meta
 
+    def select(self, keep: np.ndarray) -> "BatchResult":
+        """The rows where ``keep`` (a boolean mask over rows) is true, every per-row field alike."""
+        pick = lambda values: [v for v, k in zip(values, keep) if k] if values is not None else None  # noqa: E731
+        return dataclasses.replace(self, features=self.features[keep], ok=self.ok[keep], sequences=pick(self.sequences),
+                                   segments=self.segments[keep] if self.segments is not None else None,
+                                   row_meta=pick(self.row_meta))
+
     def __post_init__(self):
         n = len(self.ok)
         if self.features.dtype != np.float32 or self.features.ndim != 2 or self.features.shape[0] != n:

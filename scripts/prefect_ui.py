@@ -94,26 +94,24 @@ def browser():
     return webdriver.Chrome(service=Service(DRIVER), options=options)
 
 
+PAGE_STATE = """
+    const imgs = [...document.querySelectorAll('img')].filter(
+        i => (i.getAttribute('src') || '').startsWith('data:image') || i.alt);
+    return {images: imgs.map(i => ({alt: i.alt, width: i.naturalWidth, complete: i.complete})),
+            rows: [...document.querySelectorAll('table tbody tr')].map(r => r.innerText),
+            text: document.body.innerText.slice(0, 4000)};"""
+
+
 def inspect(driver, url: str, shot: str, wait_s: float = 60) -> dict:
     """Open ``url``, wait until the artifact has rendered, and report its images and table rows."""
     driver.get(url)
     deadline = time.time() + wait_s
     state: dict = {}
     while time.time() < deadline:
-        state = driver.execute_script("""
-            const imgs = [...document.querySelectorAll('main img, .artifact img, img')].filter(
-                i => (i.getAttribute('src') || '').startsWith('data:image') || i.alt);
-            return {images: imgs.map(i => ({alt: i.alt, width: i.naturalWidth, complete: i.complete})),
-                    rows: [...document.querySelectorAll('table tbody tr')].map(r => r.innerText),
-                    text: document.body.innerText.slice(0, 4000)};""")
+        state = driver.execute_script(PAGE_STATE)
         if (state["images"] and all(i["complete"] for i in state["images"])) or state["rows"]:
             time.sleep(1.0)  # let the remaining pictures decode before the screenshot
-            state = driver.execute_script("""
-                const imgs = [...document.querySelectorAll('img')].filter(
-                    i => (i.getAttribute('src') || '').startsWith('data:image') || i.alt);
-                return {images: imgs.map(i => ({alt: i.alt, width: i.naturalWidth, complete: i.complete})),
-                        rows: [...document.querySelectorAll('table tbody tr')].map(r => r.innerText),
-                        text: document.body.innerText.slice(0, 4000)};""")
+            state = driver.execute_script(PAGE_STATE)
             break
         time.sleep(0.5)
     driver.save_screenshot(shot)

@@ -234,3 +234,25 @@ def test_unloadable_weights_and_vectors_are_one_line_errors(tmp_path):
     (tmp_path / "v.txt.gz").write_bytes(b"not gzip at all")
     with pytest.raises(MmfeatError, match="not a word2vec"):
         create_extractor("word2vec", {"vectors": str(tmp_path / "v.txt.gz")})
+
+
+def test_non_finite_feature_rows_are_rejects_never_stored(store, tmp_path):
+    from helpers import HashTextExtractor
+    from pipeline.registry import register_extractor
+
+    @register_extractor
+    class NanText(HashTextExtractor):
+        name = "test-nan"
+
+        def extract(self, batch):
+            r = super().extract(batch)
+            bad = np.array(["poison" in batch.sources[i] for i in r.ok])
+            r.features[bad] = np.nan
+            return r
+
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps({"id": f"x{i}", "text": t}) + "\n"
+                                              for i, t in enumerate(["fine", "poison pill", "also fine"])))
+    s = extract(str(tmp_path / "m.jsonl"), "text", "test-nan", store=store)
+    fs = FeatureStore(store).resolve(s["feature_set"])
+    assert fs.ids().to_pylist() == ["x0", "x2"] and np.isfinite(fs.numpy()[1]).all()
+    assert fs.rejects().to_pylist()[0]["reason"] == "non_finite_features"
