@@ -29,6 +29,7 @@ class Fit:
     val_accuracy: float
     epochs: int
     curve: list[tuple[int, float, float]]  # (epoch, train loss, val loss)
+    weighting: str = "none"  # the class weighting it was fitted with
 
 
 log = logging.getLogger("mmfeat")

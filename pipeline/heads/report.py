@@ -49,8 +49,10 @@ def plots(folder: str, card: dict, curve) -> None:
         fig.savefig(os.path.join(folder, "validation.png"), dpi=80)
         plt.close(fig)
         return
-    l2 = [s["l2"] for s in sweep]
-    ax.semilogx(l2, [s["val_accuracy"] for s in sweep], "o-", label="validation accuracy")
+    for weighting in sorted({s.get("class_weight", "none") for s in sweep}):
+        part = sorted((s for s in sweep if s.get("class_weight", "none") == weighting), key=lambda s: s["l2"])
+        ax.semilogx([s["l2"] for s in part], [s["val_accuracy"] for s in part], "o-",
+                    label=f"validation accuracy ({weighting} class weights)")
     ax.axvline(chosen, color="gray", linestyle="--", label=f"chosen l2={chosen:g}")
     ax.set_xlabel("L2 penalty")
     ax.set_ylabel("accuracy")
@@ -126,10 +128,11 @@ def markdown(card: dict, pictures: dict[str, str], head_path: str | None = None)
               *([f"| grouped by | {data['grouped_by']} |"] if data.get("grouped_by") else []),
               *([f"| classes under 5 examples | {', '.join(f'{c} ({n})' for c, n in data['small_classes'].items())} |"]
                 if data.get("small_classes") else []), ""]
-    lines += ["| L2 penalty | validation accuracy | validation loss |", "|---|---|---|"]
+    lines += ["| L2 penalty | class weights | validation accuracy | validation loss |", "|---|---|---|---|"]
+    chosen = (card["selected"]["l2"], card["selected"].get("class_weight"))
     for s in card["sweep"]:
-        mark = " **(chosen)**" if s["l2"] == card["selected"]["l2"] else ""
-        lines.append(f"| {s['l2']:g}{mark} | {s['val_accuracy']:.4f} | {s['val_loss']:.4f} |")
+        mark = " **(chosen)**" if (s["l2"], s.get("class_weight")) == chosen else ""
+        lines.append(f"| {s['l2']:g}{mark} | {s.get('class_weight', '')} | {s['val_accuracy']:.4f} | {s['val_loss']:.4f} |")
     lines += ["", f"![validation]({pictures['validation.png']})", ""]
     if len(card["classes"]) > MAX_MATRIX_CLASSES:
         lines += ["| most confused: true | predicted | count |", "|---|---|---|"]

@@ -43,7 +43,7 @@ class HeadConfig:
     max_epochs: int = 300
     patience: int = 10
     batch_size: int = 1024
-    class_weight: str = "balanced"
+    class_weight: str = "auto"
     seed: int = 0
     val_fraction: float = 0.15
     test_fraction: float = 0.2
@@ -55,7 +55,7 @@ class HeadConfig:
 
     def __post_init__(self):
         check_choice("head", self.head, ("linear", "mlp", "prototype"))
-        check_choice("class_weight", self.class_weight, ("balanced", "none"))
+        check_choice("class_weight", self.class_weight, ("auto", "balanced", "none"))
         check_choice("solver", self.solver, ("auto", "lbfgs", "adamw"))
         check_choice("missing", self.missing, ("drop", "error"))
         if not self.l2_penalties or min(self.l2_penalties) < 0 or self.weight_decay < 0:
@@ -108,27 +108,31 @@ def _train_one(sets, data, cfg: HeadConfig, head_dir: str) -> dict:
     x, xv = as_t(data.train.x), as_t(data.val.x)
     y, yv = torch.from_numpy(data.train.y).to(device), torch.from_numpy(data.val.y).to(device)
     k = len(data.classes)
-    weight = None
-    if cfg.class_weight == "balanced":
-        counts = np.bincount(data.train.y, minlength=k).astype(np.float64)
-        weight = torch.tensor(len(data.train.y) / (k * np.maximum(counts, 1)), dtype=torch.float32, device=device)
     start = time.perf_counter()
     solver = cfg.solver if cfg.solver != "auto" else ("lbfgs" if x.numel() * 4 <= 4 << 30 else "adamw")
-    if cfg.head == "prototype":
-        fits = [fit_prototypes(x, y, xv, yv, k)]
-    elif cfg.head == "linear" and solver == "lbfgs":
-        fits = fit_linear_lbfgs(x, y, xv, yv, k, weight, cfg.l2_penalties)
-    elif cfg.head == "linear":
-        fits = fit_linear_sweep(x, y, xv, yv, k, weight, cfg.l2_penalties, cfg, cfg.seed)
-    else:
-        fits = [fit_one(_seeded_head(cfg, x.shape[1], k).to(device), x, y, xv, yv, weight, l2, cfg, cfg.seed)
-                for l2 in cfg.l2_penalties]
+    fits = []
+    # auto: both weightings go into the validation sweep. Balanced weights trade accuracy for recall of
+    # rare classes: on an imbalanced question set (TREC-6, same test distribution) they cost 10 points.
+    for weighting in (("balanced", "none") if cfg.class_weight == "auto" else (cfg.class_weight,)):
+        weight = class_weights(data.train.y, k, weighting, device)
+        if cfg.head == "prototype":
+            tagged = [fit_prototypes(x, y, xv, yv, k)]
+        elif cfg.head == "linear" and solver == "lbfgs":
+            tagged = fit_linear_lbfgs(x, y, xv, yv, k, weight, cfg.l2_penalties)
+        elif cfg.head == "linear":
+            tagged = fit_linear_sweep(x, y, xv, yv, k, weight, cfg.l2_penalties, cfg, cfg.seed)
+        else:
+            tagged = [fit_one(_seeded_head(cfg, x.shape[1], k).to(device), x, y, xv, yv, weight, l2, cfg, cfg.seed)
+                      for l2 in cfg.l2_penalties]
+        fits += [dataclasses.replace(f, weighting=weighting) for f in tagged]
+        if cfg.head == "prototype":
+            break  # class means use no weights
     best = min(fits, key=lambda f: (-f.val_accuracy, f.val_loss))
     with torch.no_grad():
         temperature = fit_temperature(best.model(xv), yv)
     model, refit = best.model, None
     if cfg.refit and cfg.head != "mlp" and len(data.val.y):
-        model, mean, std, refit = _refit_on_train_and_val(data, cfg, best.l2, k, device)
+        model, mean, std, refit = _refit_on_train_and_val(data, cfg, best.l2, best.weighting, k, device)
     seconds = time.perf_counter() - start
     model.cpu()
     xt = ((data.test.x - mean) / std).astype(np.float32)
@@ -141,15 +145,15 @@ def _train_one(sets, data, cfg: HeadConfig, head_dir: str) -> dict:
     metrics["majority_baseline_accuracy"] = float(np.mean(data.test.y == np.bincount(data.train.y).argmax()))
     if cfg.sklearn_baseline or (cfg.sklearn_baseline is None and data.train.x.size <= SKLEARN_AUTO_VALUES):
         metrics["sklearn_logreg"] = sklearn_baseline((data.train.x - mean) / std, data.train.y, xt, data.test.y,
-                                                     data.classes, cfg.class_weight)
+                                                     data.classes, "none" if cfg.class_weight == "auto" else cfg.class_weight)
     card = {
         "head": cfg.head, "label": data.report["label"], "config": _card_config(cfg, solver), "classes": data.classes,
         "feature_sets": [{"name": s.name, "config_id": s.config_id, "dim": s.dim} for s in sets],
         "dim": int(x.shape[1]), "standardization": {"mean": mean.tolist(), "std": std.tolist()},
         "selected": {"l2": best.l2, "epoch": best.epochs, "val_accuracy": best.val_accuracy,
-                     "val_loss": best.val_loss},
+                     "val_loss": best.val_loss, "class_weight": best.weighting},
         "sweep": [{"l2": f.l2, "val_accuracy": f.val_accuracy, "val_loss": f.val_loss,
-                   "epochs": f.epochs} for f in fits],
+                   "epochs": f.epochs, "class_weight": f.weighting} for f in fits],
         "data": data.report, "metrics": metrics, "train_seconds": round(seconds, 3), "device": device,
         "solver": {"linear": solver, "prototype": "class means"}.get(cfg.head, "adamw"),
         "temperature": temperature, "refit": refit,
@@ -159,7 +163,15 @@ def _train_one(sets, data, cfg: HeadConfig, head_dir: str) -> dict:
     return card
 
 
-def _refit_on_train_and_val(data, cfg: HeadConfig, l2: float, k: int, device: str):
+def class_weights(y: np.ndarray, k: int, weighting: str, device: str) -> torch.Tensor | None:
+    """Per-class loss weights: n / (k · count) when balanced, none otherwise."""
+    if weighting != "balanced":
+        return None
+    counts = np.bincount(y, minlength=k).astype(np.float64)
+    return torch.tensor(len(y) / (k * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+
+
+def _refit_on_train_and_val(data, cfg: HeadConfig, l2: float, weighting: str, k: int, device: str):
     """The chosen setting fitted again on train + validation (as LogisticRegressionCV(refit=True)):
     the validation rows that chose it are not lost to the final model. The penalty keeps scikit-learn's
     C (l2 scales with 1/n); the standardization is recomputed on the larger set."""
@@ -171,10 +183,7 @@ def _refit_on_train_and_val(data, cfg: HeadConfig, l2: float, k: int, device: st
     none_x, none_y = x[:0], y[:0]
     if cfg.head == "prototype":
         return fit_prototypes(x, y, none_x, none_y, k).model, mean, std, {"on": "train+val", "rows": len(y_all)}
-    weight = None
-    if cfg.class_weight == "balanced":
-        counts = np.bincount(y_all, minlength=k).astype(np.float64)
-        weight = torch.tensor(len(y_all) / (k * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+    weight = class_weights(y_all, k, weighting, device)
     l2_all = l2 * len(data.train.y) / len(y_all)
     fit = fit_linear_lbfgs(x, y, none_x, none_y, k, weight, [l2_all])[0]
     return fit.model, mean, std, {"on": "train+val", "rows": len(y_all), "l2": l2_all}
