@@ -54,6 +54,7 @@ DOCS: dict[str, dict[str, str]] = {
     "SpectralConfig": {
         "features": "mfcc, chroma, mel, contrast, stft, zcr, rms, tonnetz",
         "stats": "pooling over frames: mean, std, min, max, p10, p25, p50, p75, p90",
+        "time_bins": "also pool each of this many contiguous time bins (3 for spoken words: +16 points on keywords)",
         "preset": "classic193: the classic 193-d recipe (means of 40 MFCC, chroma, 128 mel, contrast, tonnetz)",
         "backend": "torch (batched, CPU or GPU) or librosa (a process pool)",
         "sr": "resample to this rate (none keeps each clip's own)",

@@ -1,6 +1,8 @@
 """Clip-level statistics over frames; the torch version ignores padded frames via the mask.
 
 Layout of a pooled vector: for each feature (in config order), for each stat, that feature's dims.
+With ``time_bins`` > 1 the whole-clip block is followed by one such block per contiguous time bin
+(bin j of a clip of T frames holds frames [j·T // bins, (j+1)·T // bins), at least one frame).
 """
 from __future__ import annotations
 
@@ -54,3 +56,35 @@ def pool_torch(x: torch.Tensor, mask: torch.Tensor, stats: tuple[str, ...], dims
         else:
             parts.append(torch.nanquantile(x.masked_fill(~mask[:, None, :], float("nan")), float(s[1:]) / 100, dim=-1))
     return _layout(parts, dims, lambda p: torch.cat(p, dim=-1))
+
+
+def bin_bounds(length: int, j: int, bins: int) -> tuple[int, int]:
+    """Frames [start, end) of time bin ``j`` of a clip of ``length`` frames (never empty)."""
+    start, end = j * length // bins, (j + 1) * length // bins
+    if end <= start:
+        start = min(start, length - 1)
+        end = start + 1
+    return start, end
+
+
+def pool_numpy_binned(x: np.ndarray, stats: tuple[str, ...], dims: list[int], bins: int) -> np.ndarray:
+    blocks = [pool_numpy(x, stats, dims)]
+    for j in range(bins if bins > 1 else 0):
+        start, end = bin_bounds(x.shape[1], j, bins)
+        blocks.append(pool_numpy(x[:, start:end], stats, dims))
+    return np.concatenate(blocks)
+
+
+def pool_torch_binned(x: torch.Tensor, mask: torch.Tensor, stats: tuple[str, ...], dims: list[int],
+                      bins: int) -> torch.Tensor:
+    blocks = [pool_torch(x, mask, stats, dims)]
+    if bins > 1:
+        length = mask.sum(1)
+        t = torch.arange(mask.shape[1], device=mask.device)[None, :]
+        for j in range(bins):
+            start, end = j * length // bins, (j + 1) * length // bins
+            empty = end <= start
+            start = torch.where(empty, torch.minimum(start, length - 1), start)
+            end = torch.where(empty, start + 1, end)
+            blocks.append(pool_torch(x, mask & (t >= start[:, None]) & (t < end[:, None]), stats, dims))
+    return torch.cat(blocks, dim=-1)

@@ -14,7 +14,7 @@ from ..runtime import loader_context, resolve_device, worker_count
 from .clips import ClipResult, assemble, clip_windows
 from ...progress import advance
 from .decode import load_clip
-from .pooling import STATS, pool_numpy, pool_torch
+from .pooling import STATS, pool_numpy_binned, pool_torch_binned
 
 FEATURES = ("mfcc", "chroma", "mel", "contrast", "stft", "zcr", "rms", "tonnetz")
 
@@ -35,6 +35,7 @@ class SpectralConfig:
 
     features: tuple[str, ...] = ("mfcc", "chroma", "mel", "contrast", "stft", "zcr", "rms")
     stats: tuple[str, ...] = ("mean", "std")
+    time_bins: int = 3  # measured: spoken keywords 68.3% -> 83.7% (whole clip only vs + thirds), see README
     preset: str | None = None
     backend: str = "torch"
     sr: int | None = 22050
@@ -80,6 +81,8 @@ class SpectralConfig:
             check_choice("stat", s, STATS)
         if not self.features or not self.stats:
             raise ValueError("features and stats must not be empty")
+        if self.time_bins < 1 or self.time_bins > 64:
+            raise ValueError("time_bins must be in 1..64")
         if "tonnetz" in self.features and not self.center:
             raise ValueError("tonnetz needs center=True (its constant-Q frames are centred, as librosa's are)")
         if self.preset == "classic193" and self.sr != 22050:
@@ -144,7 +147,8 @@ def _librosa_window(y: np.ndarray, sr: int, cfg: SpectralConfig):
             return classic193(y, sr).astype(np.float32), None
         frames = librosa_frames(y.astype(np.float64) if cfg.precision == "float64" else y, sr, cfg, cfg.features)
     stacked = np.concatenate([frames[f] for f in cfg.features]).astype(np.float64)
-    return pool_numpy(stacked, cfg.stats, [frame_dims(cfg)[f] for f in cfg.features]).astype(np.float32), \
+    return pool_numpy_binned(stacked, cfg.stats, [frame_dims(cfg)[f] for f in cfg.features],
+                             cfg.time_bins).astype(np.float32), \
         (stacked.T.astype(np.float32) if cfg.frames else None)
 
 
@@ -165,7 +169,7 @@ class SpectralExtractor(Extractor):
     name = "spectral"
     modality = "audio"
     config_type = SpectralConfig
-    version = "2"  # 2: spectral contrast floored at 1e-6 of the clip peak (FFT-rounding independent)
+    version = "3"  # 2: contrast floored at 1e-6 of the clip peak; 3: time-binned pooling (time_bins)
 
     def __init__(self, config: SpectralConfig):
         super().__init__(config)
@@ -178,7 +182,8 @@ class SpectralExtractor(Extractor):
     def dim(self) -> int:
         if self.config.preset == "classic193":
             return 193
-        return sum(frame_dims(self.config)[f] for f in self.config.features) * len(self.config.stats)
+        blocks = 1 + (self.config.time_bins if self.config.time_bins > 1 else 0)
+        return sum(frame_dims(self.config)[f] for f in self.config.features) * len(self.config.stats) * blocks
 
     @property
     def frame_dim(self) -> int | None:
@@ -264,7 +269,8 @@ class SpectralExtractor(Extractor):
             return computer.classic193(clips).float().cpu().numpy(), None
         frames, mask = computer.compute(clips, self.config.features)
         stacked = torch.cat([frames[f] for f in self.config.features], dim=1)
-        pooled = pool_torch(stacked, mask, self.config.stats, [frame_dims(self.config)[f] for f in self.config.features])
+        pooled = pool_torch_binned(stacked, mask, self.config.stats, [frame_dims(self.config)[f] for f in self.config.features],
+                                   self.config.time_bins)
         vectors = pooled.float().cpu().numpy()
         seqs = None
         if self.config.frames:
