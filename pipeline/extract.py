@@ -150,11 +150,12 @@ def _plan(spec: JobSpec, shard_size: int, retry_rejects: bool) -> tuple[Plan, Jo
     previous = handle.current()
     items = build_items(dataset, previous)
     changes = compare(previous, items)
-    handle.publish(items, manifest_digest(spec.source, items), changes)
     usable = items.filter(pc.is_null(items["reason"]))["input"].to_pylist()
     job = open_job(spec, Corpus(usable, dataset.kind))
     lease = Lease(store.fs, job.feature_set.path).acquire()
     try:
+        # Published under the lease: a run refused for a concurrent writer changes nothing readers see.
+        handle.publish(items, manifest_digest(spec.source, items), changes)
         swept = job.feature_set.sweep_debris()
         return _plan_shards(job, items, shard_size, retry_rejects, dataset.kind, lease, changes, swept), job
     except BaseException:

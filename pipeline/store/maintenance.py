@@ -25,10 +25,22 @@ def gc(store: FeatureStore, dry_run: bool = False) -> dict[str, Any]:
     Run it when no extract is writing to the same sets."""
     report = {"sets": 0, "rows_dropped": 0, "rejects_dropped": 0, "shards_rewritten": 0, "shards_deleted": 0,
               "staging_deleted": 0, "plans_deleted": 0}
+    from .lease import Lease
+
+    report["skipped_busy"] = []
     for fs in store.feature_sets():
         report["sets"] += 1
-        _gc_set(fs, report, dry_run)
-        report["staging_deleted"] += _sweep_staging(fs, dry_run)
+        lease = Lease(fs.fs, fs.path)
+        try:
+            lease.acquire()  # a writer planning against shards that gc rewrites would miss them
+        except StoreError:
+            report["skipped_busy"].append(fs.name)
+            continue
+        try:
+            _gc_set(fs, report, dry_run)
+            report["staging_deleted"] += _sweep_staging(fs, dry_run)
+        finally:
+            lease.release()
     return report
 
 
