@@ -94,6 +94,7 @@ def train_heads(feature_sets: list[str], labels: list[str] | tuple[str, ...] = (
             f"-{cfg.head}-" + sha256_text(canonical_json({"sets": [s.config_id for s in sets], "label": label,
                                                           "cfg": dataclasses.asdict(cfg)}))[:8]
         head_dir = (os.path.join(out, label) if len(labels) > 1 else out) if out else _default_out(st, name)
+        head_dir = os.path.abspath(head_dir)  # the card and the predictions name it wherever they are read
         cards.append(_train_one(sets, data, cfg, head_dir))
     return cards
 
