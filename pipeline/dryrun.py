@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import pyarrow.compute as pc
 
 from .content import build_items, compare
 from .errors import StoreError
-from .extract import DEFAULT_SHARD_SIZE, JobSpec, _done_keys, state_dir
+from .extract import DEFAULT_SHARD_SIZE, JobSpec, _done_keys
 from .inputs import load_dataset, require_modality_columns
 from .registry import cached_extractor
 from .store import FeatureStore, make_provenance
 from .store.items import item_keys
+from .store.state import state_exists, with_state
 
 
 def dry_run(spec: JobSpec, shard_size: int = DEFAULT_SHARD_SIZE, retry_rejects: bool = False) -> dict[str, Any]:
@@ -38,11 +38,10 @@ def dry_run(spec: JobSpec, shard_size: int = DEFAULT_SHARD_SIZE, retry_rejects: 
            "feature_set": None, "to_extract": None, "shards": None}
     extractor = cached_extractor(spec.extractor, dict(spec.overrides))
     if extractor.corpus_fitted:
-        state = state_dir(store, spec.fit_on or spec.dataset, extractor)
-        if not os.path.exists(os.path.join(state, "stats.json")):
+        if not state_exists(store, spec.fit_on or spec.dataset, extractor):
             out["note"] = f"{spec.extractor} is not fitted on {spec.fit_on or spec.dataset} yet: a run fits it first"
             return out
-        extractor.fit_corpus(None, state)
+        with_state(store, spec.fit_on or spec.dataset, extractor, lambda folder: extractor.fit_corpus(None, folder))
     config_id = make_provenance(spec.dataset, extractor, extractor.frame_dim)["config_id"]
     path = store.set_path(spec.dataset, spec.extractor, config_id)
     todo = items.num_rows

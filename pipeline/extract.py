@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .config import apply_overrides, canonical_json, identity, sha256_text
+from .config import apply_overrides
 from .content import build_items, compare, manifest_digest
 from .errors import MmfeatError
 from .inputs import default_dataset_name, load_dataset, require_modality_columns
@@ -29,6 +29,7 @@ from .store import FeatureSet, FeatureStore, make_provenance
 from .store.items import item_keys
 from .store.lease import Lease
 from .store.plan import read_plan, remove_plan, write_plan
+from .store.state import with_state
 from .store.rows import part_table, reject_table
 
 DEFAULT_SHARD_SIZE = 8192
@@ -109,12 +110,6 @@ class Plan:
         return sum(s.size for s in self.shards)
 
 
-def state_dir(store: FeatureStore, dataset: str, extractor: Extractor) -> str:
-    """Where a corpus-fitted extractor's state lives: ``<store>/<dataset>/.state/<name>-<config12>``."""
-    digest = sha256_text(canonical_json({"version": extractor.version, "config": identity(extractor.config)}))
-    return os.path.join(store.root, dataset, ".state", f"{extractor.name}-{digest[:12]}")
-
-
 def open_job(spec: JobSpec, corpus: Corpus | None = None) -> Job:
     """Load the extractor (its model once per process), its fitted state, and open the feature set.
     Reads no manifest: a corpus-fitted extractor's state must exist unless ``corpus`` is given."""
@@ -124,7 +119,8 @@ def open_job(spec: JobSpec, corpus: Corpus | None = None) -> Job:
     if extractor.corpus_fitted:
         fitted_on = spec.fit_on or spec.dataset
         store.dataset(fitted_on)  # checks the name
-        extractor.fit_corpus(None if spec.fit_on else corpus, state_dir(store, fitted_on, extractor))
+        source = None if spec.fit_on else corpus
+        with_state(store, fitted_on, extractor, lambda folder: extractor.fit_corpus(source, folder))
     provenance = make_provenance(spec.dataset, extractor, extractor.frame_dim)
     provenance["fitted_on"] = fitted_on
     return Job(spec, extractor, store.create(provenance))

@@ -57,7 +57,7 @@ def predict(head_dir: str, feature_sets: list[str] | str, store: str | None = No
     files.write_parquet_atomic(st.fs, path, out, compression="zstd")
     labelled = np.array([t is not None for t in truth], bool)
     counts = dict(zip(*np.unique(classes[best].astype(str), return_counts=True))) if n else {}
-    summary = {"path": path, "rows": n, "head": run, "predicted_counts": {c: int(v) for c, v in counts.items()}}
+    summary = {"path": path, "rows": n, "head": run, "predicted_counts": {str(c): int(v) for c, v in counts.items()}}
     if labelled.any():
         summary["accuracy"] = float(np.mean(classes[best][labelled] == truth[labelled]))
         summary["labelled"] = int(labelled.sum())

@@ -138,18 +138,33 @@ class FeatureStore:
     def duckdb(self, connection: Any = None) -> Any:
         """A DuckDB connection with a view per feature set over its current view (and ``<view>_rejects``):
         SQL over the committed files, joined with the dataset's current items, nothing loaded up front."""
+        import itertools
+
         import duckdb
 
         con = connection or duckdb.connect()
+        numbers = itertools.count()
+
+        def relation(paths: list[str]) -> str:
+            if isinstance(self.fs, pafs.LocalFileSystem):
+                return f"read_parquet({_files_sql(paths)})"
+            # Object stores: DuckDB's own S3 reader is an extension fetched from the internet; pyarrow
+            # reads the same files through the store's filesystem, lazily, as a registered dataset.
+            import pyarrow.dataset as pads
+
+            name = f"_mmfeat_files_{next(numbers)}"
+            con.register(name, pads.dataset(paths, filesystem=self.fs, format="parquet"))
+            return name
+
         for name, fs in self.views()[0]:
-            features, rejects = view_sql(fs)
+            features, rejects = view_sql(fs, relation)
             con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {features}')
             con.execute(f'CREATE OR REPLACE VIEW "{name}_rejects" AS {rejects}')
             for head in files.list_names(self.fs, files.join(fs.path, "_predictions")):
                 if head.endswith(".parquet") and not head.startswith("."):
                     view = view_name(fs.manifest["dataset"], head[:-8]) + "_predictions"
-                    con.execute(f'CREATE OR REPLACE VIEW "{view}" AS SELECT * FROM read_parquet('
-                                f'{_files_sql([files.join(fs.path, "_predictions", head)])})')
+                    source = relation([files.join(fs.path, "_predictions", head)])
+                    con.execute(f'CREATE OR REPLACE VIEW "{view}" AS SELECT * FROM {source}')
         return con
 
 
@@ -157,23 +172,25 @@ def _files_sql(paths: list[str]) -> str:
     return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
 
 
-def view_sql(fs: FeatureSet) -> tuple[str, str]:
-    """DuckDB SELECTs of a set's current view and its current rejects (the Python reader's semantics)."""
+def view_sql(fs: FeatureSet, relation=None) -> tuple[str, str]:
+    """DuckDB SELECTs of a set's current view and its current rejects (the Python reader's semantics);
+    ``relation(paths)`` names the files in SQL (default: ``read_parquet([...])`` of local paths)."""
     for path in fs.files():
         fs._checked_footer(path)
-    parts, items = _files_sql(fs.files()), _files_sql([fs.items.items_path])
+    relation = relation or (lambda paths: f"read_parquet({_files_sql(paths)})")
+    parts, items = relation(fs.files()), relation([fs.items.items_path])
     frames = ", p.frames" if fs.manifest.get("frame_dim") else ""
     features = (f"SELECT p.id, i.label, i.split, i.source, CASE WHEN p.row_meta IS NULL THEN i.meta "
                 f"WHEN i.meta IS NULL THEN p.row_meta ELSE map_concat(i.meta, p.row_meta) END AS meta, "
-                f"p.features{frames} FROM read_parquet({parts}) p JOIN read_parquet({items}) i "
+                f"p.features{frames} FROM {parts} p JOIN {items} i "
                 f"ON p.item = i.id AND p.content = i.content QUALIFY row_number() OVER (PARTITION BY p.id) = 1")
     reject_files = fs.files("rejects")
     if not reject_files:
         return features, ("SELECT NULL::VARCHAR id, NULL::VARCHAR source, NULL::VARCHAR stage, NULL::VARCHAR reason, "
                           "NULL::BOOLEAN retryable, NULL::VARCHAR message WHERE false")
-    rejects = (f"SELECT r.id, r.source, r.stage, r.reason, r.retryable, r.message FROM read_parquet({_files_sql(reject_files)}) r "
-               f"JOIN read_parquet({items}) i ON r.id = i.id AND r.content IS NOT DISTINCT FROM i.content "
-               f"WHERE NOT EXISTS (SELECT 1 FROM read_parquet({parts}) p WHERE p.item = r.id AND p.content = r.content) "
+    rejects = (f"SELECT r.id, r.source, r.stage, r.reason, r.retryable, r.message FROM {relation(reject_files)} r "
+               f"JOIN {items} i ON r.id = i.id AND r.content IS NOT DISTINCT FROM i.content "
+               f"WHERE NOT EXISTS (SELECT 1 FROM {parts} p WHERE p.item = r.id AND p.content = r.content) "
                f"QUALIFY row_number() OVER (PARTITION BY r.id) = 1")
     return features, rejects
 
