@@ -6,10 +6,12 @@ import os
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..errors import MmfeatError
-from ..store import FeatureStore
+from ..store import FeatureStore, feature_matrix
 from ..store import files
+from ..store.schema import META_TYPE
 from .artifacts import load_head, resolve_head_dir
 from .data import joined_table, label_values
 from .model import predict_proba
@@ -33,35 +35,75 @@ def predict(head_dir: str, feature_sets: list[str] | str, store: str | None = No
     if got != trained:
         raise MmfeatError(f"head was trained on config_id(s) {[t[:12] for t in trained]}, "
                           f"not {[g[:12] for g in got]}: features would not mean the same thing")
-    table, x, _ = joined_table(sets, "drop")
-    if x.shape[1] != card["dim"]:
-        raise MmfeatError(f"the feature sets give {x.shape[1]} features, the head expects {card['dim']}")
+    label = card.get("label", "label")
     std = card["standardization"]
-    proba = predict_proba(model, x, np.asarray(std["mean"], np.float32), np.asarray(std["std"], np.float32),
-                          temperature=float(card.get("temperature", 1.0)))
+    mean, scale = np.asarray(std["mean"], np.float32), np.asarray(std["std"], np.float32)
     classes = np.array(card["classes"], dtype=object)
-    k, n = len(classes), len(proba)
-    best = proba.argmax(1) if n else np.zeros(0, np.int64)
-    truth = label_values(table, card.get("label", "label")) if n else np.zeros(0, object)
-    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k)
-    out = pa.table({"id": table["id"], "predicted": pa.array(classes[best] if n else [], pa.string()),
-                    "probability": pa.array(proba.max(1) if n else np.zeros(0), pa.float32()),
-                    "probabilities": pa.MapArray.from_arrays(offsets, pa.array(np.tile(classes, n), pa.string()),
-                                                             pa.array(proba.reshape(-1), pa.float32())),
-                    "label": pa.array(truth, pa.string())})
     head_name = _head_name(run)
-    out = out.replace_schema_metadata({b"mmfeat.head": json.dumps({"head": run, "name": head_name,
-                                                                    "classes": card["classes"],
-                                                                    "config_ids": trained}).encode()})
+    metadata = {b"mmfeat.head": json.dumps({"head": run, "name": head_name, "classes": card["classes"],
+                                            "config_ids": trained}).encode()}
     path = files.join(sets[0].path, "_predictions", f"{head_name}.parquet")
-    files.write_parquet_atomic(st.fs, path, out, compression="zstd")
+    directory = path.rsplit("/", 1)[0]
+    st.fs.create_dir(directory, recursive=True)
+    tmp = files.staging_path(directory, ".parquet")
+    predicted, truth_all = [], []
+    writer = None
+    try:
+        for table, x in _batches(sets):  # one part file at a time for one set; fused sets joined once
+            if x.shape[1] != card["dim"]:
+                raise MmfeatError(f"the feature sets give {x.shape[1]} features, the head expects {card['dim']}")
+            out = _prediction_table(table, predict_proba(model, x, mean, scale, temperature=float(card.get("temperature", 1.0))),
+                                    classes, label)
+            writer = writer or pq.ParquetWriter(tmp, out.schema.with_metadata(metadata), filesystem=st.fs,
+                                                compression="zstd")
+            writer.write_table(out.replace_schema_metadata(metadata))
+            predicted.append(out["predicted"].to_numpy(zero_copy_only=False))
+            truth_all.append(out["label"].to_numpy(zero_copy_only=False))
+        if writer is None:
+            empty = _prediction_table(pa.table({"id": pa.array([], pa.string()), "meta": pa.nulls(0, META_TYPE),
+                                                "label": pa.array([], pa.string())}), np.zeros((0, len(classes)), np.float32),
+                                      classes, label)
+            writer = pq.ParquetWriter(tmp, empty.schema.with_metadata(metadata), filesystem=st.fs, compression="zstd")
+        writer.close()
+        files.fsync(st.fs, tmp)
+        st.fs.move(tmp, path)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        files.delete_if_exists(st.fs, tmp)
+        raise
+    best = np.concatenate(predicted) if predicted else np.zeros(0, object)
+    truth = np.concatenate(truth_all) if truth_all else np.zeros(0, object)
+    n = len(best)
     labelled = np.array([t is not None for t in truth], bool)
-    counts = dict(zip(*np.unique(classes[best].astype(str), return_counts=True))) if n else {}
+    counts = dict(zip(*np.unique(best.astype(str), return_counts=True))) if n else {}
     summary = {"path": path, "rows": n, "head": run, "predicted_counts": {str(c): int(v) for c, v in counts.items()}}
     if labelled.any():
-        summary["accuracy"] = float(np.mean(classes[best][labelled] == truth[labelled]))
+        summary["accuracy"] = float(np.mean(best[labelled] == truth[labelled]))
         summary["labelled"] = int(labelled.sum())
     return summary
+
+
+def _batches(sets):
+    """(id/label/meta table, features) batches: per part file for one set, the whole join for several."""
+    if len(sets) == 1:
+        for table in sets[0].iter_tables(["id", "label", "meta", "features"]):
+            yield table, feature_matrix(table["features"])
+        return
+    table, x, _ = joined_table(sets, "drop")
+    yield table, x
+
+
+def _prediction_table(table: pa.Table, proba: np.ndarray, classes: np.ndarray, label: str) -> pa.Table:
+    n, k = proba.shape[0], len(classes)
+    best = proba.argmax(1) if n else np.zeros(0, np.int64)
+    truth = label_values(table, label) if n else np.zeros(0, object)
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k)
+    return pa.table({"id": table["id"], "predicted": pa.array(classes[best] if n else [], pa.string()),
+                     "probability": pa.array(proba.max(1) if n else np.zeros(0), pa.float32()),
+                     "probabilities": pa.MapArray.from_arrays(offsets, pa.array(np.tile(classes, n), pa.string()),
+                                                              pa.array(proba.reshape(-1), pa.float32())),
+                     "label": pa.array(truth, pa.string())})
 
 
 def _head_name(run: str) -> str:

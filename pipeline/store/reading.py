@@ -1,7 +1,7 @@
 """Read side of a feature set: the current view as a pyarrow Table, numpy, torch and DuckDB."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -64,6 +64,24 @@ class FeatureSetReader:
                 values = [value] if isinstance(value, str) else list(value)
                 view = view.filter(pc.is_in(view[column], pa.array(values, pa.string())))
         return view.select(wanted).cast(pa.schema([schema.field(c) for c in wanted]))
+
+    def iter_tables(self, columns: Sequence[str]) -> Iterator[pa.Table]:
+        """The current view one part file at a time (memory bounded by a shard, not the set); each id
+        once across parts (the ids seen so far are the only state kept)."""
+        schema = self.schema()
+        items, seen = self.items.current(), set()
+        read = ["id", "item", "content", "row_meta"] + [c for c in columns if c in _PART_ONLY and c != "id"]
+        for path in self.files():
+            self._checked_footer(path)
+            try:
+                part = pq.read_table(path, filesystem=self.fs, columns=read).replace_schema_metadata(None)
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise StoreError(f"{path}: cannot read shard ({exc})") from None
+            view = current_view(part, items, list(dict.fromkeys(["id", *columns])), self.name)
+            fresh = [i not in seen for i in view["id"].to_pylist()]
+            seen.update(view["id"].to_pylist())
+            view = view.filter(pa.array(fresh, pa.bool_())).select(list(columns))
+            yield view.cast(pa.schema([schema.field(c) for c in columns]))
 
     def ids(self) -> pa.ChunkedArray:
         return self.table(columns=["id"])["id"]
