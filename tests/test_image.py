@@ -94,10 +94,10 @@ def test_torchvision_and_timm_from_local_weights(model, tmp_path):
     assert r.features.shape == (1, ext.dim) and ext.dim == 512 + 256
 
 
-def test_flip_tta_and_lite_normalization_change_features():
+def test_flip_tta_and_imagenet_normalization_change_features():
     img = os.path.join(SAMPLE, "images", "circles", "circles_00.jpg")
     base = CNNExtractor(CNNConfig())
-    others = [CNNExtractor(CNNConfig(flip_tta=True)), CNNExtractor(CNNConfig(normalization="lite"))]
+    others = [CNNExtractor(CNNConfig(flip_tta=True)), CNNExtractor(CNNConfig(normalization="imagenet"))]
     ref = base.extract(ItemBatch(["a"], [img])).features
     for ext in others:
         assert ext.config_id != base.config_id

@@ -56,7 +56,7 @@ class CNNExtractor(MapExtractor):
     name = "cnn"
     modality = "image"
     config_type = CNNConfig
-    version = "1"
+    version = "2"  # 2: EfficientNet-Lite0's weights-normalization is Lite's (x-127)/128
 
     def __init__(self, config: CNNConfig):
         super().__init__(config)

@@ -67,7 +67,10 @@ def _efficientnet_lite0(weights: str | None) -> Backbone:
     path = weights or efficientnet_lite0_weights()
     model = EfficientNet.from_name("efficientnet-lite0")
     model.load_state_dict(_load_state(path))
-    return Backbone(model, DataConfig(224, 256, IMAGENET_MEAN, IMAGENET_STD, "bilinear"), path)
+    # EfficientNet-Lite's own preprocessing, (x-127)/128. The weights also classify with ImageNet mean/std,
+    # but their features were better with Lite's (linear heads, dev photo sets): 160-px photos 96.5% vs
+    # 95.5%, the same photos at 32 px (upsampled to 224) 85.0% vs 79.0%.
+    return Backbone(model, DataConfig(224, 256, LITE_MEAN, LITE_STD, "bilinear"), path)
 
 
 def _torchvision(name: str, weights: str | None) -> Backbone:
