@@ -157,9 +157,9 @@ def cmd_query(args) -> object:
     from .store import FeatureStore
 
     st = FeatureStore(args.store).require()
-    for note in st.views()[1]:
-        print(f"mmfeat: {note}", file=sys.stderr)
     con = st.duckdb()
+    for note in st.notes:
+        print(f"mmfeat: {note}", file=sys.stderr)
     try:
         return con.sql(args.sql)
     except duckdb.Error as exc:

@@ -48,6 +48,7 @@ def build_items(dataset: Dataset, previous: pa.Table, threads: int = 8) -> pa.Ta
         for i, err in bad.items():
             reason[i], message[i] = err.reason, err.message
         content = [None] * n
+        ids = table["id"].to_pylist()
         cached = _previous_stats(previous)
         to_hash = []
         for i, path in enumerate(inputs):
@@ -58,7 +59,7 @@ def build_items(dataset: Dataset, previous: pa.Table, threads: int = 8) -> pa.Ta
                 reason[i], message[i] = why
                 continue
             size[i], mtime[i] = st.st_size, st.st_mtime_ns
-            hit = cached.get((table["id"][i].as_py(), sources[i]))
+            hit = cached.get((ids[i], sources[i]))
             if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns and hit[2]:
                 content[i] = hit[2]
             else:

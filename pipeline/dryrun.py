@@ -6,10 +6,9 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from .content import build_items, compare
+from .content import compare
 from .errors import StoreError
-from .extract import DEFAULT_SHARD_SIZE, JobSpec, _done_keys
-from .inputs import load_dataset, require_modality_columns
+from .extract import DEFAULT_SHARD_SIZE, JobSpec, _done_keys, read_items
 from .registry import cached_extractor
 from .store import FeatureStore, make_provenance
 from .store.items import item_keys
@@ -20,16 +19,10 @@ def dry_run(spec: JobSpec, shard_size: int = DEFAULT_SHARD_SIZE, retry_rejects: 
     """Plan without writing: the manifest's items and changes since the last run, the rejects the path
     checks decide, and the items and shards left to extract (known unless a corpus-fitted extractor
     has not been fitted on the dataset yet)."""
-    dataset = load_dataset(spec.source, spec.dataset, spec.allow_absolute, spec.label_from_name, spec.limit)
-    require_modality_columns(dataset, spec.modality, spec.source)
     store = FeatureStore(spec.store)
     handle = store.dataset(spec.dataset)
-    binding = handle.binding()
-    if binding and binding["source"] != spec.source and not spec.rebind:
-        raise StoreError(f"dataset {spec.dataset!r} is bound to {binding['source']}, not {spec.source}: pass "
-                         "--dataset NAME or --rebind")
-    previous = handle.current()
-    items = build_items(dataset, previous)
+    handle.check_binding(spec.source, spec.rebind)
+    _, items, previous = read_items(spec, handle)
     reasons: dict[str, int] = {}
     for r in items["reason"].drop_null().to_pylist():
         reasons[r] = reasons.get(r, 0) + 1

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from .config import apply_overrides
 from .content import build_items, compare, manifest_digest
 from .errors import MmfeatError
-from .inputs import default_dataset_name, load_dataset, require_modality_columns
+from .inputs import Dataset, default_dataset_name, load_dataset, require_modality_columns
 from . import progress as live
 from .progress import log
 from .registry import DEFAULT_EXTRACTOR, MODALITIES, Corpus, Extractor, ItemBatch, cached_extractor, extractor_class
@@ -132,19 +132,25 @@ def plan(spec: JobSpec, shard_size: int = DEFAULT_SHARD_SIZE, retry_rejects: boo
     return _plan(spec, shard_size, retry_rejects)[0]
 
 
-def _plan(spec: JobSpec, shard_size: int, retry_rejects: bool) -> tuple[Plan, Job]:
-    if shard_size < 1:
-        raise MmfeatError("shard_size must be >= 1")
+def read_items(spec: JobSpec, handle) -> tuple[Dataset, pa.Table, pa.Table]:
+    """(dataset, the dataset's items now: content hashes and path rejects, the items of the last run)."""
     dataset = load_dataset(spec.source, spec.dataset, spec.allow_absolute, spec.label_from_name, spec.limit)
     require_modality_columns(dataset, spec.modality, spec.source)
     if dataset.table["label"].null_count == dataset.table.num_rows:
         log.warning("%s: no item has a label (no label column, no label folders): heads need labels; add a "
                     "'label' column, use root/<label>/<file> folders, or --label-from-name REGEX", spec.dataset)
+    previous = handle.current()
+    return dataset, build_items(dataset, previous), previous
+
+
+def _plan(spec: JobSpec, shard_size: int, retry_rejects: bool) -> tuple[Plan, Job]:
+    if shard_size < 1:
+        raise MmfeatError("shard_size must be >= 1")
     store = FeatureStore(spec.store)
     handle = store.dataset(spec.dataset)
+    handle.check_binding(spec.source, spec.rebind)  # before any file is hashed
+    dataset, items, previous = read_items(spec, handle)
     handle.bind(spec.source, spec.rebind)
-    previous = handle.current()
-    items = build_items(dataset, previous)
     changes = compare(previous, items)
     usable = items.filter(pc.is_null(items["reason"]))["input"].to_pylist()
     job = open_job(spec, Corpus(usable, dataset.kind))

@@ -78,8 +78,8 @@ class MapExtractor(Extractor):
         cuda = getattr(self.device, "type", None) == "cuda"
         loader = torch.utils.data.DataLoader(
             _Decoded(batch.sources, self.decoder(batch.kind)), batch_size=self.chunk_size, num_workers=workers,
-            collate_fn=functools.partial(_split, type(self).collate), worker_init_fn=_worker_init if workers else None, pin_memory=cuda,
-            prefetch_factor=4 if workers else None, multiprocessing_context=loader_context() if workers else None)
+            collate_fn=functools.partial(_split, type(self).collate), pin_memory=cuda,
+            worker_init_fn=_worker_init if workers else None, prefetch_factor=4 if workers else None, multiprocessing_context=loader_context() if workers else None)
         features = np.zeros((n, self.dim), np.float32)
         ok = np.zeros(n, bool)
         rejects: list[Reject] = []
@@ -97,7 +97,6 @@ class MapExtractor(Extractor):
             advance(len(index))
         keep = np.flatnonzero(ok)
         return BatchResult(features[keep], keep, sorted(rejects, key=lambda r: r.index))
-
 
 
 def _split(collate: Callable[[list], Any], items: list) -> tuple[np.ndarray, Any, list[tuple[int, BadInput]]]:

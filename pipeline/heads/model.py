@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 import time
 
 import numpy as np
 import torch
 from torch import nn
+
+from ..progress import log
 
 
 def build_head(kind: str, dim: int, n_classes: int, hidden: tuple[int, ...], dropout: float) -> nn.Module:
@@ -32,7 +33,6 @@ class Fit:
     weighting: str = "none"  # the class weighting it was fitted with
 
 
-log = logging.getLogger("mmfeat")
 _last_epoch_log = [0.0]
 
 

@@ -16,8 +16,6 @@ from .artifacts import load_head, resolve_head_dir
 from .data import joined_table, label_values
 from .model import predict_proba
 
-PROBABILITIES = pa.map_(pa.string(), pa.float32())
-
 
 def predict(head_dir: str, feature_sets: list[str] | str, store: str | None = None) -> dict:
     """Predict every row of the feature set(s); refuses sets whose config_id the head was not trained on.
@@ -52,17 +50,17 @@ def predict(head_dir: str, feature_sets: list[str] | str, store: str | None = No
         for table, x in _batches(sets):  # one part file at a time for one set; fused sets joined once
             if x.shape[1] != card["dim"]:
                 raise MmfeatError(f"the feature sets give {x.shape[1]} features, the head expects {card['dim']}")
-            out = _prediction_table(table, predict_proba(model, x, mean, scale, temperature=float(card.get("temperature", 1.0))),
-                                    classes, label)
+            proba = predict_proba(model, x, mean, scale, temperature=float(card.get("temperature", 1.0)))
+            out = _prediction_table(table, proba, classes, label)
             writer = writer or pq.ParquetWriter(tmp, out.schema.with_metadata(metadata), filesystem=st.fs,
                                                 compression="zstd")
             writer.write_table(out.replace_schema_metadata(metadata))
             predicted.append(out["predicted"].to_numpy(zero_copy_only=False))
             truth_all.append(out["label"].to_numpy(zero_copy_only=False))
         if writer is None:
-            empty = _prediction_table(pa.table({"id": pa.array([], pa.string()), "meta": pa.nulls(0, META_TYPE),
-                                                "label": pa.array([], pa.string())}), np.zeros((0, len(classes)), np.float32),
-                                      classes, label)
+            nothing = pa.table({"id": pa.array([], pa.string()), "meta": pa.nulls(0, META_TYPE),
+                                "label": pa.array([], pa.string())})
+            empty = _prediction_table(nothing, np.zeros((0, len(classes)), np.float32), classes, label)
             writer = pq.ParquetWriter(tmp, empty.schema.with_metadata(metadata), filesystem=st.fs, compression="zstd")
         writer.close()
         files.fsync(st.fs, tmp)
@@ -115,8 +113,9 @@ def _head_name(run: str) -> str:
 
 def list_heads(store: str | None = None) -> list[dict]:
     """The heads under ``<store>/_heads``: name, latest run, label, feature sets and test metrics."""
-    st = FeatureStore(store)
-    root = os.path.join(st.root, "_heads") if "://" not in st.uri else os.path.abspath(os.path.join("mmfeat-heads", "_heads"))
+    from .train import heads_root
+
+    root = heads_root(FeatureStore(store))
     out = []
     for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
         try:

@@ -93,7 +93,8 @@ def train_heads(feature_sets: list[str], labels: list[str] | tuple[str, ...] = (
         name = "-".join(s.name.replace("/", "_") for s in sets) + (f"-{label}" if label != "label" else "") + \
             f"-{cfg.head}-" + sha256_text(canonical_json({"sets": [s.config_id for s in sets], "label": label,
                                                           "cfg": dataclasses.asdict(cfg)}))[:8]
-        head_dir = (os.path.join(out, label) if len(labels) > 1 else out) if out else _default_out(st, name)
+        head_dir = (os.path.join(out, label) if len(labels) > 1 else out) if out else \
+            os.path.join(heads_root(st), name)
         head_dir = os.path.abspath(head_dir)  # the card and the predictions name it wherever they are read
         cards.append(_train_one(sets, data, cfg, head_dir))
     return cards
@@ -114,7 +115,8 @@ def _train_one(sets, data, cfg: HeadConfig, head_dir: str) -> dict:
     fits = []
     # auto: both weightings go into the validation sweep. Balanced weights trade accuracy for recall of
     # rare classes: on an imbalanced question set (TREC-6, same test distribution) they cost 10 points.
-    for weighting in (("balanced", "none") if cfg.class_weight == "auto" else (cfg.class_weight,)):
+    weightings = ("balanced", "none") if cfg.class_weight == "auto" else (cfg.class_weight,)
+    for weighting in ("none",) if cfg.head == "prototype" else weightings:  # class means take no weights
         weight = class_weights(data.train.y, k, weighting, device)
         if cfg.head == "prototype":
             tagged = [fit_prototypes(x, y, xv, yv, k)]
@@ -126,8 +128,6 @@ def _train_one(sets, data, cfg: HeadConfig, head_dir: str) -> dict:
             tagged = [fit_one(_seeded_head(cfg, x.shape[1], k).to(device), x, y, xv, yv, weight, l2, cfg, cfg.seed)
                       for l2 in cfg.l2_penalties]
         fits += [dataclasses.replace(f, weighting=weighting) for f in tagged]
-        if cfg.head == "prototype":
-            break  # class means use no weights
     best = min(fits, key=lambda f: (-f.val_accuracy, f.val_loss))
     with torch.no_grad():
         temperature = fit_temperature(best.model(xv), yv)
@@ -208,6 +208,7 @@ def _seeded_head(cfg: HeadConfig, dim: int, k: int) -> torch.nn.Module:
     return build_head(cfg.head, dim, k, cfg.hidden, cfg.dropout)
 
 
-def _default_out(store: FeatureStore, name: str) -> str:
+def heads_root(store: FeatureStore) -> str:
+    """``<store>/_heads``; for an object store, ``./mmfeat-heads/_heads`` (heads are local folders)."""
     base = store.root if "://" not in store.uri else os.path.abspath("mmfeat-heads")
-    return os.path.join(base, "_heads", name)
+    return os.path.join(base, "_heads")

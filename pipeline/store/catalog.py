@@ -115,8 +115,10 @@ class FeatureStore:
         sets, notes = [], []
         for fs in self.feature_sets():
             try:
-                if fs.files():
-                    view_sql(fs)  # verifies every footer
+                paths = fs.files()
+                for path in paths:  # views are built from verified files only, as the Python reader reads
+                    fs._checked_footer(path)
+                if paths:
                     sets.append(fs)
             except StoreError as exc:
                 notes.append(f"skipped {fs.name}: {exc} (mmfeat fsck --repair)")
@@ -137,7 +139,8 @@ class FeatureStore:
 
     def duckdb(self, connection: Any = None) -> Any:
         """A DuckDB connection with a view per feature set over its current view (and ``<view>_rejects``):
-        SQL over the committed files, joined with the dataset's current items, nothing loaded up front."""
+        SQL over the committed files, joined with the dataset's current items, nothing loaded up front.
+        What :meth:`views` noted (skipped sets, which config a short name means) is left in ``self.notes``."""
         import itertools
 
         import duckdb
@@ -156,15 +159,19 @@ class FeatureStore:
             con.register(name, pads.dataset(paths, filesystem=self.fs, format="parquet"))
             return name
 
-        for name, fs in self.views()[0]:
-            features, rejects = view_sql(fs, relation)
+        views, self.notes = self.views()
+        sql: dict[str, tuple[str, str]] = {}  # per set: its full and short names share one SELECT
+        for name, fs in views:
+            if fs.path not in sql:
+                sql[fs.path] = view_sql(fs, relation)
+                for head in files.list_names(self.fs, files.join(fs.path, "_predictions")):
+                    if head.endswith(".parquet") and not head.startswith("."):
+                        view = view_name(fs.manifest["dataset"], head[:-8]) + "_predictions"
+                        source = relation([files.join(fs.path, "_predictions", head)])
+                        con.execute(f'CREATE OR REPLACE VIEW "{view}" AS SELECT * FROM {source}')
+            features, rejects = sql[fs.path]
             con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {features}')
             con.execute(f'CREATE OR REPLACE VIEW "{name}_rejects" AS {rejects}')
-            for head in files.list_names(self.fs, files.join(fs.path, "_predictions")):
-                if head.endswith(".parquet") and not head.startswith("."):
-                    view = view_name(fs.manifest["dataset"], head[:-8]) + "_predictions"
-                    source = relation([files.join(fs.path, "_predictions", head)])
-                    con.execute(f'CREATE OR REPLACE VIEW "{view}" AS SELECT * FROM {source}')
         return con
 
 
@@ -174,9 +181,8 @@ def _files_sql(paths: list[str]) -> str:
 
 def view_sql(fs: FeatureSet, relation=None) -> tuple[str, str]:
     """DuckDB SELECTs of a set's current view and its current rejects (the Python reader's semantics);
-    ``relation(paths)`` names the files in SQL (default: ``read_parquet([...])`` of local paths)."""
-    for path in fs.files():
-        fs._checked_footer(path)
+    ``relation(paths)`` names the files in SQL (default: ``read_parquet([...])`` of local paths).
+    Footers are checked by :meth:`FeatureStore.views` before."""
     relation = relation or (lambda paths: f"read_parquet({_files_sql(paths)})")
     parts, items = relation(fs.files()), relation([fs.items.items_path])
     frames = ", p.frames" if fs.manifest.get("frame_dim") else ""

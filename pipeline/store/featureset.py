@@ -139,7 +139,7 @@ class FeatureSet(FeatureSetReader):
     def summary(self) -> dict[str, Any]:
         """Counts of the current view (rows, items, rejects by reason) and the set's provenance."""
         markers = self.done_markers()
-        keys = self.table(columns=["id", "meta"]) if markers else None
+        keys = self.table(columns=["id"]) if markers else None
         rejects = self.rejects() if markers else REJECT_SCHEMA.empty_table()
         reasons: dict[str, int] = {}
         for reason in rejects["reason"].to_pylist():

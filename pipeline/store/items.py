@@ -60,13 +60,18 @@ class DatasetItems:
             raise StoreError(f"{self.binding_path}: malformed dataset binding")
         return obj
 
-    def bind(self, source: str, rebind: bool = False) -> dict[str, Any]:
-        """Bind the name to ``source`` on first use; another source under the same name is an error."""
+    def check_binding(self, source: str, rebind: bool = False) -> dict[str, Any] | None:
+        """The current binding; another source under the same name is an error (unless ``rebind``)."""
         current = self.binding()
         if current is not None and current["source"] != source and not rebind:
             raise StoreError(f"dataset {self.name!r} is bound to {current['source']}, not {source}: pass "
                              f"--dataset NAME to store this source under another name, or --rebind if "
                              f"{current['source']} moved there")
+        return current
+
+    def bind(self, source: str, rebind: bool = False) -> dict[str, Any]:
+        """Bind the name to ``source`` on first use; another source under the same name is an error."""
+        current = self.check_binding(source, rebind)
         if current is None or current["source"] != source:
             current = {**(current or {}), "name": self.name, "source": source, "created": _now()}
             files.write_json_atomic(self.fs, self.binding_path, current)

@@ -16,18 +16,14 @@ from .catalog import FeatureStore
 from .featureset import FeatureSet
 from .items import item_keys
 
-STAGING_GRACE_S = 3600  # a younger staging file may belong to a writer still running
-
-
 def gc(store: FeatureStore, dry_run: bool = False) -> dict[str, Any]:
     """Rewrite or delete shards holding rows (and rejects) outside the current view: removed items,
-    old contents, duplicate ids. Staging files older than an hour and plans of committed shards go too.
-    Run it when no extract is writing to the same sets."""
-    report = {"sets": 0, "rows_dropped": 0, "rejects_dropped": 0, "shards_rewritten": 0, "shards_deleted": 0,
-              "staging_deleted": 0, "plans_deleted": 0}
+    old contents, duplicate ids; then what killed writers left (staging files, orphan parts, plans).
+    Each set is done under its lease: a set an extract is writing is skipped and named."""
     from .lease import Lease
 
-    report["skipped_busy"] = []
+    report: dict[str, Any] = {"sets": 0, "rows_dropped": 0, "rejects_dropped": 0, "shards_rewritten": 0,
+                              "shards_deleted": 0, "debris_deleted": 0, "skipped_busy": []}
     for fs in store.feature_sets():
         report["sets"] += 1
         lease = Lease(fs.fs, fs.path)
@@ -38,14 +34,16 @@ def gc(store: FeatureStore, dry_run: bool = False) -> dict[str, Any]:
             continue
         try:
             _gc_set(fs, report, dry_run)
-            report["staging_deleted"] += _sweep_staging(fs, dry_run)
+            if not dry_run:
+                report["debris_deleted"] += sum(fs.sweep_debris().values())
         finally:
             lease.release()
     return report
 
 
 def _gc_set(fs: FeatureSet, report: dict[str, int], dry_run: bool) -> None:
-    items = item_keys(fs.items.current()["id"], fs.items.current()["content"])
+    current = fs.items.current()
+    items = item_keys(current["id"], current["content"])
     seen_rows: set[str] = set()
     extracted = fs.keys("part")
     extracted_keys = item_keys(extracted["id"], extracted["content"])
@@ -76,12 +74,6 @@ def _gc_set(fs: FeatureSet, report: dict[str, int], dry_run: bool) -> None:
         files.delete_if_exists(fs.fs, files.join(fs.path, "_done", f"{shard}.json"))
         files.delete_if_exists(fs.fs, fs.shard_path(shard))
         files.delete_if_exists(fs.fs, fs.shard_path(shard, "rejects"))
-    done = fs.done_markers()
-    for name in files.list_names(fs.fs, files.join(fs.path, "_plan")):
-        if name.endswith(".parquet") and name[:-8] in done:
-            report["plans_deleted"] += 1
-            if not dry_run:
-                files.delete_if_exists(fs.fs, files.join(fs.path, "_plan", name))
 
 
 def _first_current(ids: pa.ChunkedArray, keys: pa.Array, items: pa.Array, seen: set[str],
@@ -94,20 +86,6 @@ def _first_current(ids: pa.ChunkedArray, keys: pa.Array, items: pa.Array, seen: 
             mask[i] = row_id not in seen
             seen.add(row_id)
     return mask
-
-
-def _sweep_staging(fs: FeatureSet, dry_run: bool) -> int:
-    count = 0
-    now = time.time()
-    for directory in (fs.path, files.join(fs.path, "_done"), files.join(fs.path, "_plan")):
-        selector = files.pafs.FileSelector(directory, allow_not_found=True)
-        for info in fs.fs.get_file_info(selector):
-            old = info.mtime is not None and now - info.mtime.timestamp() > STAGING_GRACE_S
-            if info.base_name.startswith(".staging-") and old:
-                count += 1
-                if not dry_run:
-                    fs.fs.delete_file(info.path)
-    return count
 
 
 def remove(store: FeatureStore, target: str) -> str:

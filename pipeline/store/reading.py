@@ -78,8 +78,9 @@ class FeatureSetReader:
             except (OSError, pa.ArrowInvalid) as exc:
                 raise StoreError(f"{path}: cannot read shard ({exc})") from None
             view = current_view(part, items, list(dict.fromkeys(["id", *columns])), self.name)
-            fresh = [i not in seen for i in view["id"].to_pylist()]
-            seen.update(view["id"].to_pylist())
+            ids = view["id"].to_pylist()
+            fresh = [i not in seen for i in ids]
+            seen.update(ids)
             view = view.filter(pa.array(fresh, pa.bool_())).select(list(columns))
             yield view.cast(pa.schema([schema.field(c) for c in columns]))
 
