@@ -117,7 +117,8 @@ def cmd_ls(args) -> list[dict]:
 
 def _print_extract(s: dict) -> None:
     changes = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in s["changes"].items() if v) or "no manifest changes"
-    print(f"{s['feature_set']}: {s['rows']} rows, {s['rejected']} rejected {s['rejects_by_reason'] or ''}, "
+    reasons = f" {s['rejects_by_reason']}" if s["rejects_by_reason"] else ""
+    print(f"{s['feature_set']}: {s['rows']} rows, {s['rejected']} rejected{reasons}, "
           f"{s['processed']} processed at {s['items_per_s']:.1f} items/s ({changes})\n  {s['path']}")
 
 

@@ -54,7 +54,8 @@ class Lease:
         held = self.holder()
         if not self._free(held):
             since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(held["since"]))
-            raise StoreError(f"another extract is writing {self.path.rsplit('/', 2)[-2]} (pid {held['pid']} on "
+            name = "/".join(self.path.split("/")[-3:-1])  # <dataset>/<set>
+            raise StoreError(f"another extract is writing {name} (pid {held['pid']} on "
                              f"{held['host']}, since {since} UTC): run again when it has finished; a dead writer's "
                              f"lease expires {held['expires'] - time.time():.0f} s from now")
         self.token = uuid.uuid4().hex
