@@ -23,7 +23,8 @@ from .errors import MmfeatError
 from .inputs import Dataset, default_dataset_name, load_dataset, require_modality_columns
 from . import progress as live
 from .progress import log
-from .registry import DEFAULT_EXTRACTOR, MODALITIES, Corpus, Extractor, ItemBatch, cached_extractor, extractor_class
+from .registry import (DEFAULT_EXTRACTOR, MODALITIES, Corpus, Extractor, ItemBatch, cached_extractor, extractor_class,
+                       finite_rows)
 from .rejects import reason as reject_reason
 from .store import FeatureSet, FeatureStore, make_provenance
 from .store.items import item_keys
@@ -213,7 +214,7 @@ def run_shard(job: Job, shard: Shard) -> dict[str, Any]:
         reject_reason(r.reason)  # an unregistered reason is a bug in the extractor: fail loudly
         rejects.append((int(good[r.index]), r.stage, r.reason, r.message))
     kept = good[result.ok]
-    finite = np.isfinite(result.features).all(axis=1)
+    finite = finite_rows(result.features)
     if not finite.all():
         bad_items = np.unique(kept[~finite])
         rejects += [(int(i), "validate", "non_finite_features", "the extractor gave NaN or inf features")

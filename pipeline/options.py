@@ -51,6 +51,16 @@ DOCS: dict[str, dict[str, str]] = {
         "max_chars": "longer texts are rejected (too_long)",
         "workers": "gensim training threads (1 keeps training deterministic)",
     },
+    "TfidfConfig": {
+        "analyzer": "word (n-grams of words), char (n-grams of characters inside words), or word+char",
+        "word_ngrams": "low,high: word n-gram lengths (1,2: words and pairs of words)",
+        "char_ngrams": "low,high: character n-gram lengths for char and word+char",
+        "min_df": "a term must occur in at least this many texts of the corpus",
+        "max_df": "terms in more than this fraction of the texts are dropped (1.0 keeps all)",
+        "max_features": "the most frequent terms kept, per analyzer (the width of the sparse vectors)",
+        "sublinear_tf": "1 + log(count) instead of the raw count of a term in a text",
+        "max_chars": "longer texts are rejected (too_long)",
+    },
     "SpectralConfig": {
         "features": "mfcc, chroma, mel, contrast, stft, zcr, rms, tonnetz",
         "stats": "pooling over frames: mean, std, min, max, p10, p25, p50, p75, p90",

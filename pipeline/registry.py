@@ -76,7 +76,7 @@ class BatchResult:
     into several segments (audio windows) has one row per segment: its index repeats in ``ok``,
     and ``segments`` gives each row's (start, end) in seconds."""
 
-    features: np.ndarray  # float32 (len(ok), dim)
+    features: Any  # float32 (len(ok), dim): an ndarray, or a scipy CSR matrix from a sparse extractor
     ok: np.ndarray  # int64 indices into the batch
     rejects: list[Reject]
     sequences: list[np.ndarray] | None = None  # optional frame-level (t, d) arrays, aligned with ok
@@ -86,14 +86,32 @@ class BatchResult:
     def select(self, keep: np.ndarray) -> "BatchResult":
         """The rows where ``keep`` (a boolean mask over rows) is true, every per-row field alike."""
         pick = lambda values: [v for v, k in zip(values, keep) if k] if values is not None else None  # noqa: E731
-        return dataclasses.replace(self, features=self.features[keep], ok=self.ok[keep], sequences=pick(self.sequences),
+        return dataclasses.replace(self, features=self.features[np.flatnonzero(keep)], ok=self.ok[keep], sequences=pick(self.sequences),
                                    segments=self.segments[keep] if self.segments is not None else None,
                                    row_meta=pick(self.row_meta))
 
     def __post_init__(self):
         n = len(self.ok)
-        if self.features.dtype != np.float32 or self.features.ndim != 2 or self.features.shape[0] != n:
+        if _is_sparse(self.features):
+            if self.features.dtype != np.float32 or self.features.shape[0] != n:
+                raise TypeError(f"sparse features must be float32 (n_ok, dim); got {self.features.dtype} {self.features.shape}")
+            self.features = self.features.tocsr()
+        elif self.features.dtype != np.float32 or self.features.ndim != 2 or self.features.shape[0] != n:
             raise TypeError(f"features must be float32 (n_ok, dim); got {self.features.dtype} {self.features.shape}")
+
+
+def _is_sparse(x: Any) -> bool:
+    return hasattr(x, "tocsr")  # scipy.sparse matrices and arrays, without importing scipy here
+
+
+def finite_rows(features: Any) -> np.ndarray:
+    """Boolean mask of the rows holding only finite values (dense or sparse features)."""
+    if not _is_sparse(features):
+        return np.isfinite(features).all(axis=1)
+    m = features.tocsr()
+    bad_entries = ~np.isfinite(m.data)
+    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    return ~np.bincount(rows[bad_entries], minlength=m.shape[0]).astype(bool)
 
 
 class Extractor(abc.ABC):
@@ -105,6 +123,9 @@ class Extractor(abc.ABC):
     version: ClassVar[str] = "1"
     #: True for extractors that learn from the dataset's corpus before extracting (``fit_corpus``).
     corpus_fitted: ClassVar[bool] = False
+    #: True for extractors whose features are mostly zeros (tf-idf): stored as indices + values per row,
+    #: and ``extract`` returns them as a scipy CSR matrix.
+    sparse: ClassVar[bool] = False
     #: The torch device the extractor computes on (None: not a torch extractor).
     device: Any = None
 

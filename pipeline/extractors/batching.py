@@ -80,7 +80,7 @@ class MapExtractor(Extractor):
             _Decoded(batch.sources, self.decoder(batch.kind)), batch_size=self.chunk_size, num_workers=workers,
             collate_fn=functools.partial(_split, type(self).collate), pin_memory=cuda,
             worker_init_fn=_worker_init if workers else None, prefetch_factor=4 if workers else None, multiprocessing_context=loader_context() if workers else None)
-        features = np.zeros((n, self.dim), np.float32)
+        features = _Rows(n, self.dim, self.sparse)
         ok = np.zeros(n, bool)
         rejects: list[Reject] = []
         for index, decoded, bad in loader:
@@ -92,11 +92,38 @@ class MapExtractor(Extractor):
             out, failed = out if isinstance(out, tuple) else (out, {})
             rejects += [Reject.from_error(int(index[j]), err) for j, err in failed.items()]
             good = np.setdiff1d(np.arange(len(index)), np.fromiter(failed, np.int64, len(failed)))
-            features[index[good]] = out[good]
+            features.put(index[good], out[good] if len(good) < len(index) else out)
             ok[index[good]] = True
             advance(len(index))
         keep = np.flatnonzero(ok)
-        return BatchResult(features[keep], keep, sorted(rejects, key=lambda r: r.index))
+        return BatchResult(features.take(keep), keep, sorted(rejects, key=lambda r: r.index))
+
+
+class _Rows:
+    """Feature rows filled chunk by chunk: a dense array, or CSR chunks stacked at the end (sparse)."""
+
+    def __init__(self, n: int, dim: int, sparse: bool):
+        self.dense = None if sparse else np.zeros((n, dim), np.float32)
+        self.dim = dim
+        self.chunks: list[tuple[np.ndarray, Any]] = []
+
+    def put(self, where: np.ndarray, rows: Any) -> None:
+        if self.dense is not None:
+            self.dense[where] = rows
+        else:
+            self.chunks.append((where, rows))
+
+    def take(self, keep: np.ndarray) -> Any:
+        """The rows at ``keep`` (sorted positions, every one of them put)."""
+        if self.dense is not None:
+            return self.dense[keep]
+        import scipy.sparse as sp
+
+        if not self.chunks:
+            return sp.csr_matrix((0, self.dim), dtype=np.float32)
+        where = np.concatenate([w for w, _ in self.chunks])
+        stacked = sp.vstack([r for _, r in self.chunks], format="csr", dtype=np.float32)
+        return stacked[np.argsort(where, kind="stable")]
 
 
 def _split(collate: Callable[[list], Any], items: list) -> tuple[np.ndarray, Any, list[tuple[int, BadInput]]]:

@@ -10,11 +10,12 @@ import pyarrow.compute as pc
 from ..errors import MmfeatError
 from ..progress import log
 from ..store import FeatureSet, feature_matrix
+from .design import rows, stack
 
 
 @dataclasses.dataclass
 class Split:
-    x: np.ndarray
+    x: np.ndarray  # or a scipy CSR matrix when a feature set is sparse
     y: np.ndarray  # int class indices
     ids: np.ndarray
 
@@ -44,24 +45,25 @@ def joined_table(sets: list[FeatureSet], missing: str) -> tuple[pa.Table, np.nda
         common &= ids
         union |= ids
     report = {"rows_per_set": [t.num_rows for t in tables], "joined": len(common),
-              "missing_from_some_set": len(union - common), "missing_policy": missing}
+              "missing_from_some_set": len(union - common), "missing_policy": missing,
+              "blocks": [{"set": fs.name, "dim": fs.dim, "sparse": fs.sparse} for fs in sets]}
     if missing == "error" and union != common:
         raise MmfeatError(f"{len(union - common)} ids are missing from some feature set "
                           f"(e.g. {sorted(union - common)[:5]}); use missing=drop to train on the intersection")
     order = np.array(sorted(common), dtype=object)
     base, parts = None, []
-    for t in tables:
+    for fs, t in zip(sets, tables):
         index = {v: i for i, v in enumerate(t["id"].to_pylist())}
         rows = pa.array([index[i] for i in order], pa.int64())
         sub = t.take(rows)
-        parts.append(feature_matrix(sub["features"]))
+        parts.append(feature_matrix(sub["features"], fs.dim))
         if base is None:
             base = sub.select(["id", "label", "split", "meta"])
         elif not sub["split"].equals(base["split"]):
             a, b = base["split"].to_pylist(), sub["split"].to_pylist()
             bad = [order[i] for i in range(len(a)) if a[i] != b[i]][:5]
             raise MmfeatError(f"feature sets disagree on the split of ids {bad}: that would leak between splits")
-    return base, np.concatenate(parts, axis=1), report
+    return base, stack(parts), report
 
 
 def _stratified(y: np.ndarray, fraction: float, rng: np.random.Generator, groups: np.ndarray | None = None) -> np.ndarray:
@@ -121,7 +123,7 @@ def load_head_data(joined: tuple[pa.Table, np.ndarray, dict], label: str, seed: 
                 "--label-from-name REGEX (e.g. '(?P<label>\\d+)_') to label items from their file names"
                 if label == "label" else f"the manifest's {label!r} column is empty")
         raise MmfeatError(f"no labelled rows: the feature sets carry no {label!r} values; {hint}")
-    x, labels, splits, ids = x[has_label], labels[has_label], splits[has_label], ids[has_label]
+    x, labels, splits, ids = rows(x, has_label), labels[has_label], splits[has_label], ids[has_label]
     groups = groups[has_label] if groups is not None else None
     classes = sorted(set(labels))
     counts = {c: int(n) for c, n in zip(*np.unique(labels.astype(str), return_counts=True))}
@@ -154,7 +156,7 @@ def load_head_data(joined: tuple[pa.Table, np.ndarray, dict], label: str, seed: 
         rest = np.flatnonzero(~test)
         splits[rest[_stratified(y[rest], val_fraction / (1 - test_fraction), rng,
                                 groups[rest] if groups is not None else None)]] = "val"
-    parts = {s: Split(x[splits == s], y[splits == s], ids[splits == s]) for s in ("train", "val", "test")}
+    parts = {s: Split(rows(x, splits == s), y[splits == s], ids[splits == s]) for s in ("train", "val", "test")}
     if len(np.unique(parts["train"].y)) < 2:
         raise MmfeatError("the train split holds fewer than two classes")
     report["sizes"] = {s: len(p.y) for s, p in parts.items()}

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..progress import log
+from .design import forward, is_sparse, to_device
 
 
 def build_head(kind: str, dim: int, n_classes: int, hidden: tuple[int, ...], dropout: float) -> nn.Module:
@@ -193,7 +194,7 @@ def _linear(w: torch.Tensor, b: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor
     with torch.no_grad():
         model.weight.copy_(w.t())
         model.bias.copy_(b)
-        acc = float((model(xv).argmax(1) == yv).float().mean()) if len(yv) else float("nan")
+        acc = float((forward(model, xv).argmax(1) == yv).float().mean()) if len(yv) else float("nan")
     return model.eval(), acc
 
 
@@ -212,15 +213,17 @@ def _decay_on_plateau(opt: torch.optim.Optimizer, stalled_epochs: int) -> None:
 def evaluate_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn) -> float:
     model.eval()
     with torch.no_grad():
-        return float(loss_fn(model(x), y)) if len(y) else float("inf")
+        return float(loss_fn(forward(model, x), y)) if len(y) else float("inf")
 
 
-def predict_proba(model: nn.Module, x: np.ndarray, mean: np.ndarray, std: np.ndarray, device: str = "cpu",
+def predict_proba(model: nn.Module, x, mean: np.ndarray, std: np.ndarray, device: str = "cpu",
                   batch: int = 65536, temperature: float = 1.0) -> np.ndarray:
+    """Class probabilities of ``x`` (dense array or CSR matrix) in batches of rows."""
     model.eval().to(device)
     out = []
+    n = x.shape[0]
     with torch.no_grad():
-        for start in range(0, len(x), batch):
-            xb = torch.from_numpy((x[start:start + batch] - mean) / std).float().to(device)
-            out.append(torch.softmax(model(xb) / temperature, dim=1).cpu().numpy())
+        for start in range(0, n, batch):
+            xb = to_device(x[start:start + batch], mean.astype(np.float32), std.astype(np.float32), device, train=False)
+            out.append(torch.softmax(forward(model, xb) / temperature, dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

@@ -86,7 +86,7 @@ def _batches(sets):
     """(id/label/meta table, features) batches: per part file for one set, the whole join for several."""
     if len(sets) == 1:
         for table in sets[0].iter_tables(["id", "label", "meta", "features"]):
-            yield table, feature_matrix(table["features"])
+            yield table, feature_matrix(table["features"], sets[0].dim)
         return
     table, x, _ = joined_table(sets, "drop")
     yield table, x

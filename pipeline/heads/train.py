@@ -15,6 +15,7 @@ from .artifacts import save_head
 from .data import joined_table, load_head_data
 from .metrics import classification_metrics, sklearn_baseline
 from .calibration import expected_calibration_error, fit_temperature
+from .design import SPARSE_L2_PENALTIES, forward, is_sparse, scaled, standardization, to_device, vstack
 from .model import build_head, fit_linear_lbfgs, fit_linear_sweep, fit_one, fit_prototypes
 
 
@@ -104,14 +105,18 @@ def _train_one(sets, data, cfg: HeadConfig, head_dir: str) -> dict:
     if not len(data.val.y) or not len(data.test.y):
         raise MmfeatError(f"too few labelled rows to hold out validation and test data: {data.report['sizes']}")
     device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
-    mean = data.train.x.mean(0)
-    std = np.maximum(data.train.x.std(0), 1e-6)
-    as_t = lambda a: torch.from_numpy(((a - mean) / std).astype(np.float32)).to(device)  # noqa: E731
-    x, xv = as_t(data.train.x), as_t(data.val.x)
+    sparse = is_sparse(data.train.x)
+    if sparse and (cfg.head != "linear" or cfg.solver == "adamw"):
+        raise MmfeatError(f"sparse features ({', '.join(b['set'] for b in data.report['blocks'] if b['sparse'])}) "
+                          f"train the linear head with the lbfgs solver; head={cfg.head} solver={cfg.solver} needs dense features")
+    blocks = data.report["blocks"]
+    mean, std = standardization(data.train.x, blocks)
+    x, xv = to_device(data.train.x, mean, std, device), to_device(data.val.x, mean, std, device)
     y, yv = torch.from_numpy(data.train.y).to(device), torch.from_numpy(data.val.y).to(device)
     k = len(data.classes)
     start = time.perf_counter()
-    solver = cfg.solver if cfg.solver != "auto" else ("lbfgs" if x.numel() * 4 <= 4 << 30 else "adamw")
+    solver = cfg.solver if cfg.solver != "auto" else ("lbfgs" if sparse or x.numel() * 4 <= 4 << 30 else "adamw")
+    penalties = SPARSE_L2_PENALTIES if sparse and cfg.l2_penalties == HeadConfig.l2_penalties else cfg.l2_penalties
     fits = []
     # auto: both weightings go into the validation sweep. Balanced weights trade accuracy for recall of
     # rare classes: on an imbalanced question set (TREC-6, same test distribution) they cost 10 points.
@@ -121,36 +126,36 @@ def _train_one(sets, data, cfg: HeadConfig, head_dir: str) -> dict:
         if cfg.head == "prototype":
             tagged = [fit_prototypes(x, y, xv, yv, k)]
         elif cfg.head == "linear" and solver == "lbfgs":
-            tagged = fit_linear_lbfgs(x, y, xv, yv, k, weight, cfg.l2_penalties)
+            tagged = fit_linear_lbfgs(x, y, xv, yv, k, weight, penalties)
         elif cfg.head == "linear":
-            tagged = fit_linear_sweep(x, y, xv, yv, k, weight, cfg.l2_penalties, cfg, cfg.seed)
+            tagged = fit_linear_sweep(x, y, xv, yv, k, weight, penalties, cfg, cfg.seed)
         else:
             tagged = [fit_one(_seeded_head(cfg, x.shape[1], k).to(device), x, y, xv, yv, weight, l2, cfg, cfg.seed)
                       for l2 in cfg.l2_penalties]
         fits += [dataclasses.replace(f, weighting=weighting) for f in tagged]
     best = min(fits, key=lambda f: (-f.val_accuracy, f.val_loss))
     with torch.no_grad():
-        temperature = fit_temperature(best.model(xv), yv)
+        temperature = fit_temperature(forward(best.model, xv), yv)
     model, refit = best.model, None
     if cfg.refit and cfg.head != "mlp" and len(data.val.y):
         model, mean, std, refit = _refit_on_train_and_val(data, cfg, best.l2, best.weighting, k, device)
     seconds = time.perf_counter() - start
     model.cpu()
-    xt = ((data.test.x - mean) / std).astype(np.float32)
+    xt = scaled(data.test.x, mean, std)
     with torch.no_grad():
-        logits = model(torch.from_numpy(xt))
+        logits = forward(model, to_device(data.test.x, mean, std, "cpu", train=False))
         raw, proba = torch.softmax(logits, 1).numpy(), torch.softmax(logits / temperature, 1).numpy()
     metrics = classification_metrics(data.test.y, proba.argmax(1), data.classes)
     metrics["ece"] = expected_calibration_error(proba, data.test.y)
     metrics["ece_uncalibrated"] = expected_calibration_error(raw, data.test.y)
     metrics["majority_baseline_accuracy"] = float(np.mean(data.test.y == np.bincount(data.train.y).argmax()))
     if cfg.sklearn_baseline or (cfg.sklearn_baseline is None and data.train.x.size <= SKLEARN_AUTO_VALUES):
-        metrics["sklearn_logreg"] = sklearn_baseline((data.train.x - mean) / std, data.train.y, xt, data.test.y,
+        metrics["sklearn_logreg"] = sklearn_baseline(scaled(data.train.x, mean, std), data.train.y, xt, data.test.y,
                                                      data.classes, "none" if cfg.class_weight == "auto" else cfg.class_weight)
     card = {
         "head": cfg.head, "label": data.report["label"], "config": _card_config(cfg, solver), "classes": data.classes,
         "feature_sets": [{"name": s.name, "config_id": s.config_id, "dim": s.dim} for s in sets],
-        "dim": int(x.shape[1]), "standardization": {"mean": mean.tolist(), "std": std.tolist()},
+        "dim": int(x.shape[1]), "l2_penalties": list(penalties), "standardization": {"mean": mean.tolist(), "std": std.tolist()},
         "selected": {"l2": best.l2, "epoch": best.epochs, "val_accuracy": best.val_accuracy,
                      "val_loss": best.val_loss, "class_weight": best.weighting},
         "sweep": [{"l2": f.l2, "val_accuracy": f.val_accuracy, "val_loss": f.val_loss,
@@ -176,10 +181,10 @@ def _refit_on_train_and_val(data, cfg: HeadConfig, l2: float, weighting: str, k:
     """The chosen setting fitted again on train + validation (as LogisticRegressionCV(refit=True)):
     the validation rows that chose it are not lost to the final model. The penalty keeps scikit-learn's
     C (l2 scales with 1/n); the standardization is recomputed on the larger set."""
-    x_all = np.concatenate([data.train.x, data.val.x])
+    x_all = vstack([data.train.x, data.val.x])
     y_all = np.concatenate([data.train.y, data.val.y])
-    mean, std = x_all.mean(0), np.maximum(x_all.std(0), 1e-6)
-    x = torch.from_numpy(((x_all - mean) / std).astype(np.float32)).to(device)
+    mean, std = standardization(x_all, data.report["blocks"])
+    x = to_device(x_all, mean, std, device)
     y = torch.from_numpy(y_all).to(device)
     none_x, none_y = x[:0], y[:0]
     if cfg.head == "prototype":

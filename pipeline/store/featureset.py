@@ -31,7 +31,8 @@ SHARD_RE = re.compile(r"^[0-9a-f]{16}$")
 # Measured in benchmarks/store_write.py (README): smaller files and faster reads than zstd alone.
 PARQUET_OPTIONS = dict(compression="zstd", compression_level=3,
                        use_dictionary=["row_meta.key_value.key", "row_meta.key_value.value"],
-                       use_byte_stream_split=["features.list.element", "frames.list.element.list.element"],
+                       use_byte_stream_split=["features.list.element", "frames.list.element.list.element",
+                                              "features.values.list.element"],
                        write_statistics=["id", "item"])
 
 
@@ -51,16 +52,21 @@ class FeatureSet(FeatureSetReader):
         return self.manifest["dim"]
 
     @property
+    def sparse(self) -> bool:
+        """True when features are stored sparse (indices + values per row; see ``schema.SPARSE_TYPE``)."""
+        return bool(self.manifest.get("sparse"))
+
+    @property
     def name(self) -> str:
         """``DATASET/EXTRACTOR-CONFIGPREFIX``, the handle used on the command line."""
         return f"{self.manifest['dataset']}/{self.manifest['extractor']}-{self.config_id[:12]}"
 
     def schema(self) -> pa.Schema:
         """The schema readers see (labels joined in from the dataset's current items)."""
-        return feature_schema(self.dim, self.manifest.get("frame_dim"))
+        return feature_schema(self.dim, self.manifest.get("frame_dim"), self.sparse)
 
     def part_schema(self) -> pa.Schema:
-        return part_schema(self.dim, self.manifest.get("frame_dim"))
+        return part_schema(self.dim, self.manifest.get("frame_dim"), self.sparse)
 
     def shard_path(self, shard: str, kind: str = "part") -> str:
         if not SHARD_RE.match(shard):

@@ -106,15 +106,18 @@ class FeatureSetReader:
                                  .replace_schema_metadata(None) for p in paths])
 
     def numpy(self, split=None, label=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(ids, features float32 (n, dim), labels) as numpy arrays."""
+        """(ids, features float32 (n, dim), labels) as numpy arrays (features as a scipy CSR matrix
+        for sparse sets)."""
         table = self.table(columns=["id", "label", "features"], split=split, label=label)
-        return (np.asarray(table["id"].to_numpy(zero_copy_only=False)), feature_matrix(table["features"]),
+        return (np.asarray(table["id"].to_numpy(zero_copy_only=False)), feature_matrix(table["features"], self.dim),
                 np.asarray(table["label"].to_numpy(zero_copy_only=False)))
 
     def torch(self, split=None, label=None, device: str = "cpu") -> Any:
+        """The features as a tensor (a sparse CSR tensor for sparse sets)."""
         import torch
 
-        return torch.from_numpy(self.numpy(split=split, label=label)[1]).to(device)
+        x = self.numpy(split=split, label=label)[1]
+        return csr_tensor(x, device) if not isinstance(x, np.ndarray) else torch.from_numpy(x).to(device)
 
     def duckdb(self, connection: Any = None) -> Any:
         """A DuckDB relation over the current view."""
@@ -126,10 +129,39 @@ class FeatureSetReader:
         return con.from_arrow(self.table())
 
 
-def feature_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """fixed_size_list<float32>[dim] column -> contiguous float32 (n, dim) array."""
+def feature_matrix(column: pa.ChunkedArray | pa.Array, dim: int | None = None):
+    """fixed_size_list<float32>[dim] column -> contiguous float32 (n, dim) array; a sparse column
+    (indices + values, see ``schema.SPARSE_TYPE``) -> scipy CSR matrix (n, dim), ``dim`` required."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_struct(array.type):
+        return _csr(array, dim)
     dim = array.type.list_size
     if len(array) == 0:
         return np.zeros((0, dim), np.float32)
     return array.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+
+
+def _csr(array: pa.StructArray, dim: int | None):
+    import scipy.sparse as sp
+
+    if dim is None:
+        raise ValueError("a sparse feature column needs its width (the feature set's dim)")
+    indices, values = array.flatten()  # children as seen through the struct's own slice
+    offsets = indices.offsets.to_numpy()
+    start = offsets[0]
+    cols = indices.values.to_numpy()[start:offsets[-1]]
+    data = values.values.to_numpy(zero_copy_only=False)[start:offsets[-1]].astype(np.float32, copy=False)
+    return sp.csr_matrix((data, cols, offsets - start), shape=(len(array), dim))
+
+
+def csr_tensor(x, device: str = "cpu") -> Any:
+    """A scipy CSR matrix as a torch sparse CSR tensor (float32, int64 indices)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the products mmfeat uses are stable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(torch.from_numpy(x.indptr.astype(np.int64)),
+                                       torch.from_numpy(x.indices.astype(np.int64)),
+                                       torch.from_numpy(x.data.astype(np.float32)), size=x.shape).to(device)

@@ -8,10 +8,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .items import item_keys
-from .schema import META_TYPE, REJECT_SCHEMA, REJECT_VIEW_SCHEMA
+from .schema import META_TYPE, SPARSE_TYPE, REJECT_SCHEMA, REJECT_VIEW_SCHEMA
 
 
-def matrix_column(matrix: np.ndarray) -> pa.FixedSizeListArray:
+def matrix_column(matrix) -> pa.Array:
+    """A dense (n, dim) array as fixed_size_list<float32>[dim]; a scipy CSR matrix as the sparse struct."""
+    import scipy.sparse as sp
+
+    if sp.issparse(matrix):
+        m = matrix.tocsr()
+        m.sort_indices()
+        offsets = pa.array(m.indptr.astype(np.int32))
+        indices = pa.ListArray.from_arrays(offsets, pa.array(m.indices.astype(np.int32)))
+        values = pa.ListArray.from_arrays(offsets, pa.array(m.data.astype(np.float32)))
+        return pa.StructArray.from_arrays([indices, values], fields=list(SPARSE_TYPE))
     n, dim = matrix.shape
     return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1)), dim)
 
