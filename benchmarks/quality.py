@@ -26,7 +26,8 @@ RUNS = {  # dataset: (modality, [(extractor, overrides, note)])
     "bbc_news": ("text", [("bert", {}, "default"), ("word2vec", {}, ""), ("tfidf", {}, ""),
                           ("tfidf+bert", {}, "fusion")]),
     "trec6": ("text", [("bert", {}, "default"), ("word2vec", {}, ""), ("tfidf", {}, ""), ("tfidf+bert", {}, "fusion")]),
-    "arabic_speech_commands10": ("audio", [("spectral", {}, "default"), ("spectral", {"preset": "classic193"}, "")]),
+    "arabic_speech_commands10": ("audio", [("spectral", {}, "default"), ("spectral", {"preset": "speech"}, ""),
+                                           ("spectral", {"preset": "classic193"}, "")]),
 }
 ABLATIONS = {"imagenette160_subset": [("cnn", {"normalization": "imagenet"}, "ImageNet mean/std"),
                                       ("cnn", {"normalization": "lite"}, "Lite's (x-127)/128"),

@@ -62,10 +62,10 @@ DOCS: dict[str, dict[str, str]] = {
         "max_chars": "longer texts are rejected (too_long)",
     },
     "SpectralConfig": {
-        "features": "mfcc, chroma, mel, contrast, stft, zcr, rms, tonnetz",
+        "features": "mfcc, mfcc_delta, mfcc_delta2 (Δ, ΔΔ as librosa.feature.delta), chroma, mel, contrast, stft, zcr, rms, tonnetz",
         "stats": "pooling over frames: mean, std, min, max, p10, p25, p50, p75, p90",
         "time_bins": "also pool each of this many contiguous time bins (3 for spoken words: +16 points on keywords)",
-        "preset": "classic193: the classic 193-d recipe (means of 40 MFCC, chroma, 128 mel, contrast, tonnetz)",
+        "preset": "speech: MFCC + Δ + ΔΔ + contrast (best on spoken words); classic193: the classic 193-d recipe (means of 40 MFCC, chroma, 128 mel, contrast, tonnetz)",
         "backend": "torch (batched, CPU or GPU) or librosa (a process pool)",
         "sr": "resample to this rate (none keeps each clip's own)",
         "n_fft": "STFT window", "hop_length": "STFT hop", "n_mels": "mel bands", "n_mfcc": "MFCC coefficients",

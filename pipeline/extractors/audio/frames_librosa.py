@@ -15,6 +15,8 @@ def floored(mag: np.ndarray) -> np.ndarray:
     return np.maximum(mag, mag.max(initial=0.0) * CONTRAST_FLOOR)
 
 
+from .deltas import delta_numpy
+
 FEATURE_DIMS = {"mfcc": None, "chroma": 12, "mel": None, "contrast": None, "stft": 4, "zcr": 1, "rms": 1, "tonnetz": 6}
 
 
@@ -25,14 +27,16 @@ def librosa_frames(y: np.ndarray, sr: int, cfg, features: tuple[str, ...]) -> di
     stft_kw = dict(n_fft=c.n_fft, hop_length=c.hop_length, center=c.center, pad_mode=c.pad_mode)
     mag = np.abs(librosa.stft(y, **stft_kw))
     out = {}
-    if "mfcc" in features or "mel" in features:
+    if {"mfcc", "mfcc_delta", "mfcc_delta2", "mel"} & set(features):
         mel = librosa.feature.melspectrogram(S=mag ** 2, sr=sr, n_mels=c.n_mels, fmin=c.fmin, fmax=c.fmax,
                                              htk=c.htk, norm=c.mel_norm)
         mel_db = librosa.power_to_db(mel, top_db=c.top_db)
         if "mel" in features:
             out["mel"] = mel_db
-        if "mfcc" in features:
-            out["mfcc"] = librosa.feature.mfcc(S=mel_db, n_mfcc=c.n_mfcc)
+        out["mfcc"] = librosa.feature.mfcc(S=mel_db, n_mfcc=c.n_mfcc)
+        for order, name in ((1, "mfcc_delta"), (2, "mfcc_delta2")):
+            if name in features:  # librosa.feature.delta(width=9), which also takes clips under 9 frames
+                out[name] = delta_numpy(out["mfcc"], order)
     if "chroma" in features:
         out["chroma"] = librosa.feature.chroma_stft(S=mag ** 2, sr=sr, tuning=c.tuning, n_fft=c.n_fft)
     if "contrast" in features:

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .deltas import delta_torch
+
 from .frames_librosa import CONTRAST_FLOOR
 from .tonal_torch import (PIPTRACK_N_FFT, UnsupportedRate, estimate_tuning, harmonic, normalize, pad_batch, tonnetz,
                           tuning_spectrum)
@@ -86,12 +88,16 @@ class TorchFrames:
         width = mag.shape[-1]
         power = mag.square()
         out: dict[str, torch.Tensor] = {}
-        if "mfcc" in features or "mel" in features:
+        if {"mfcc", "mfcc_delta", "mfcc_delta2", "mel"} & set(features):
             mel_db = self.db(self.mel @ power, mask, c.top_db)
             if "mel" in features:
                 out["mel"] = mel_db
-            if "mfcc" in features:
-                out["mfcc"] = self.dct @ mel_db
+            mfcc = self.dct @ mel_db
+            out["mfcc"] = mfcc
+            n_frames = mask.sum(1).cpu().numpy()
+            for order, name in ((1, "mfcc_delta"), (2, "mfcc_delta2")):
+                if name in features:
+                    out[name] = delta_torch(mfcc, n_frames, order)
         if "chroma" in features:
             raw = self.chroma @ power
             norm = raw.abs().amax(dim=1, keepdim=True)

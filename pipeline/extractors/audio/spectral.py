@@ -16,24 +16,29 @@ from ...progress import advance
 from .decode import load_clip
 from .pooling import STATS, pool_numpy_binned, pool_torch_binned
 
-FEATURES = ("mfcc", "chroma", "mel", "contrast", "stft", "zcr", "rms", "tonnetz")
+FEATURES = ("mfcc", "mfcc_delta", "mfcc_delta2", "chroma", "mel", "contrast", "stft", "zcr", "rms", "tonnetz")
+DEFAULT_FEATURES = ("mfcc", "chroma", "mel", "contrast", "stft", "zcr", "rms")
+# preset=speech, measured on spoken keywords (speaker-disjoint, README): MFCC with its Δ and ΔΔ plus
+# spectral contrast, 90.3% vs 83.7% for the default features; adding the 128 mel bands dilutes it (85.7%).
+SPEECH_FEATURES = ("mfcc", "mfcc_delta", "mfcc_delta2", "contrast")
 
 
 @dataclasses.dataclass(frozen=True)
 class SpectralConfig:
     """Audio features with librosa's parameters; frames pooled per clip with ``stats``.
 
-    ``features``: mfcc, chroma (STFT, fixed ``tuning``), mel (dB), contrast, stft (centroid,
+    ``features``: mfcc (and its ``mfcc_delta``, ``mfcc_delta2``), chroma (STFT, fixed ``tuning``), mel (dB), contrast, stft (centroid,
     bandwidth, roll-off, flatness), zcr, rms, tonnetz (constant-Q chroma, tuning estimated per clip).
     ``stats``: mean, std, min, max, p10, p25, p50, p75, p90. ``preset=classic193`` is the classic
-    193-dim recipe (its own fixed parameters: 2048/512 STFT, 128 mels, 40 MFCC, frame means).
+    193-dim recipe (its own fixed parameters: 2048/512 STFT, 128 mels, 40 MFCC, frame means);
+    ``preset=speech`` takes MFCC, Δ, ΔΔ and contrast (best measured on spoken words).
     ``sr=None`` keeps each clip's native rate. Clips longer than ``max_duration`` seconds are cropped
     (``long_clips=crop``) or split (``split``) into windows of ``max_duration`` every ``window_hop``
     seconds (default: back to back; the last window ends at the clip's end), one row per window
     with id ``<id>#<k>`` and ``clip``, ``start_s``, ``end_s`` in the row's meta.
     """
 
-    features: tuple[str, ...] = ("mfcc", "chroma", "mel", "contrast", "stft", "zcr", "rms")
+    features: tuple[str, ...] = DEFAULT_FEATURES
     stats: tuple[str, ...] = ("mean", "std")
     time_bins: int = 3  # measured: spoken keywords 68.3% -> 83.7% (whole clip only vs + thirds), see README
     preset: str | None = None
@@ -68,7 +73,11 @@ class SpectralConfig:
     def __post_init__(self):
         check_choice("backend", self.backend, ("torch", "librosa"))
         check_choice("precision", self.precision, ("float32", "float64"))
-        check_choice("preset", self.preset, (None, "classic193"))
+        check_choice("preset", self.preset, (None, "classic193", "speech"))
+        if self.preset == "speech":
+            if tuple(self.features) not in (DEFAULT_FEATURES, SPEECH_FEATURES):
+                raise ValueError("preset=speech chooses the features (mfcc, Δ, ΔΔ, contrast); leave features unset")
+            object.__setattr__(self, "features", SPEECH_FEATURES)  # frozen: the preset fills in its choice
         check_choice("pad_mode", self.pad_mode, ("constant", "reflect"))
         check_choice("long_clips", self.long_clips, ("crop", "split"))
         if self.long_clips == "split" and self.max_duration is None:
@@ -87,14 +96,14 @@ class SpectralConfig:
             raise ValueError("tonnetz needs center=True (its constant-Q frames are centred, as librosa's are)")
         if self.preset == "classic193" and self.sr != 22050:
             raise ValueError("preset=classic193 needs sr=22050 (the recipe loads audio at librosa's default rate)")
-        if self.preset is not None and self.frames:
+        if self.preset == "classic193" and self.frames:
             raise ValueError("frames=true stores frame sequences of `features`; a preset has its own, fixed vector")
         if self.n_fft < 16 or self.hop_length < 1 or self.n_mels < 1 or not 1 <= self.n_mfcc <= self.n_mels:
             raise ValueError("need n_fft >= 16, hop_length >= 1, 1 <= n_mfcc <= n_mels")
 
 
 def frame_dims(cfg: SpectralConfig) -> dict[str, int]:
-    return {"mfcc": cfg.n_mfcc, "chroma": 12, "mel": cfg.n_mels, "contrast": cfg.contrast_bands + 1, "stft": 4,
+    return {"mfcc": cfg.n_mfcc, "mfcc_delta": cfg.n_mfcc, "mfcc_delta2": cfg.n_mfcc, "chroma": 12, "mel": cfg.n_mels, "contrast": cfg.contrast_bands + 1, "stft": 4,
             "zcr": 1, "rms": 1, "tonnetz": 6}
 
 
@@ -170,6 +179,7 @@ class SpectralExtractor(Extractor):
     modality = "audio"
     config_type = SpectralConfig
     version = "3"  # 2: contrast floored at 1e-6 of the clip peak; 3: time-binned pooling (time_bins)
+    # (Δ/ΔΔ features and preset=speech are new configs, not new values of old ones: no version bump.)
 
     def __init__(self, config: SpectralConfig):
         super().__init__(config)
