@@ -11,7 +11,7 @@ from typing import Any
 
 DOCS: dict[str, dict[str, str]] = {
     "CNNConfig": {
-        "model": "efficientnet_lite0, torchvision:<name> or timm:<name> (with weights=)",
+        "model": "efficientnet_lite0 (default), efficientnet_lite1/2 (the images-large extra), torchvision:<name> or timm:<name> (with weights=)",
         "layers": "penultimate and/or module names, each global-average-pooled and concatenated",
         "normalization": "weights (what the weights were trained with), imagenet, or lite ((x-127)/128)",
         "image_size": "crop size in pixels (default: the model's)",
@@ -26,7 +26,7 @@ DOCS: dict[str, dict[str, str]] = {
         "compile": "torch.compile the model (faster on GPUs after a warm-up)",
     },
     "BertConfig": {
-        "model": "all-MiniLM-L6-v2 (shipped by a PyPI package), a local model folder, or a cached org/name",
+        "model": "all-MiniLM-L6-v2 (shipped by a PyPI package), all-mpnet-base-v2 (the text-large extra), a local model folder, or a cached org/name",
         "pooling": "mean (attention-masked), cls, or max over token states",
         "normalize": "L2-normalize each embedding",
         "max_length": "tokens per window (default: the model's limit)",

@@ -19,9 +19,12 @@ def lite0():
     return CNNExtractor(CNNConfig())
 
 
-def test_real_imagenet_weights_classify_cat_and_espresso(lite0):
+@pytest.mark.parametrize("model", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_real_imagenet_weights_classify_cat_and_espresso(lite0, model):
     import skimage.data
 
+    lite0 = lite0 if model == "efficientnet_lite0" else CNNExtractor(CNNConfig(model=model))
+    assert lite0.crop == {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}[model]
     x = torch.stack([resize_crop_pil(Image.fromarray(img), lite0.resize, lite0.crop, "bilinear")
                      for img in (skimage.data.chelsea(), skimage.data.coffee())]).float()
     with torch.inference_mode():

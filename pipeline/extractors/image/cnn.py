@@ -17,7 +17,7 @@ from .models import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, PooledFeat
 
 @dataclasses.dataclass(frozen=True)
 class CNNConfig:
-    """Image features. ``model``: efficientnet_lite0 | torchvision:<name> | timm:<name>.
+    """Image features. ``model``: efficientnet_lite0 (1, 2) | torchvision:<name> | timm:<name>.
 
     ``normalization``: ``weights`` (what the weights were trained with), ``imagenet`` or ``lite``
     ((x-127)/128). ``layers``: ``penultimate`` and/or module names, each global-average-pooled

