@@ -11,13 +11,13 @@ from typing import Any
 
 DOCS: dict[str, dict[str, str]] = {
     "CNNConfig": {
-        "model": "efficientnet_lite0 (default), efficientnet_lite1/2 (the images-large extra), torchvision:<name> or timm:<name> (with weights=)",
+        "model": "efficientnet_lite1 (default), efficientnet_lite0, efficientnet_lite2 (the images-large extra), torchvision:<name> or timm:<name> (with weights=)",
         "layers": "penultimate and/or module names, each global-average-pooled and concatenated",
         "normalization": "weights (what the weights were trained with), imagenet, or lite ((x-127)/128)",
         "image_size": "crop size in pixels (default: the model's)",
         "resize": "shorter side before the center crop (default: the model's, or image_size/0.875)",
         "flip_tta": "average the features of the image and its mirror",
-        "precision": "auto (bf16 on CUDA, fp32 on the CPU), fp32, bf16, fp16",
+        "precision": "auto (bf16 on CUDA and on CPUs with native bf16), fp32, bf16, fp16",
         "weights": "a local state_dict file (.pth/.safetensors) for torchvision/timm models",
         "batch_size": "images per forward pass (default 256 on CUDA, 16 on the CPU)",
         "num_workers": "decode worker processes (default: all cores next to a GPU, a quarter on the CPU)",

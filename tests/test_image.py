@@ -15,23 +15,24 @@ CUPS = {967, 968, 504}  # espresso, cup, coffee mug
 
 
 @pytest.fixture(scope="module")
-def lite0():
+def cnn():
     return CNNExtractor(CNNConfig())
 
 
 @pytest.mark.parametrize("model", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
-def test_real_imagenet_weights_classify_cat_and_espresso(lite0, model):
+def test_real_imagenet_weights_classify_cat_and_espresso(cnn, model):
     import skimage.data
 
-    lite0 = lite0 if model == "efficientnet_lite0" else CNNExtractor(CNNConfig(model=model))
-    assert lite0.crop == {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}[model]
-    x = torch.stack([resize_crop_pil(Image.fromarray(img), lite0.resize, lite0.crop, "bilinear")
+    assert cnn.config.model == "efficientnet_lite1"  # the default
+    cnn = cnn if model == cnn.config.model else CNNExtractor(CNNConfig(model=model))
+    assert cnn.crop == {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}[model]
+    x = torch.stack([resize_crop_pil(Image.fromarray(img), cnn.resize, cnn.crop, "bilinear")
                      for img in (skimage.data.chelsea(), skimage.data.coffee())]).float()
     with torch.inference_mode():
-        logits = lite0.net.model(((x - lite0.mean) / lite0.std))
+        logits = cnn.net.model(((x - cnn.mean) / cnn.std))
     top5 = logits.topk(5).indices.tolist()
     assert CATS & set(top5[0]) and CUPS & set(top5[1])
-    assert lite0.dim == 1280 and len(lite0.weights_sha256) == 64
+    assert cnn.dim == 1280 and len(cnn.weights_sha256) == 64
 
 
 def _save(img, path, **kw):
@@ -39,7 +40,7 @@ def _save(img, path, **kw):
     return str(path)
 
 
-def test_modes_and_bad_files(lite0, tmp_path):
+def test_modes_and_bad_files(cnn, tmp_path):
     rgb = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8))
     good = [_save(rgb, tmp_path / "a.jpg"), _save(rgb.convert("P"), tmp_path / "p.png"),
             _save(rgb.convert("RGBA"), tmp_path / "rgba.png"), _save(rgb.convert("CMYK"), tmp_path / "cmyk.jpg"),
@@ -53,20 +54,20 @@ def test_modes_and_bad_files(lite0, tmp_path):
     Image.new("L", (10000, 9000)).save(bomb)  # 90 MP > Pillow's limit: a decompression-bomb warning -> error
     bad = [str(tmp_path / n) for n in ("trunc.jpg", "zero.jpg", "text.png", "bomb.png", "missing.jpg")]
     paths = good + bad
-    r = lite0.extract(ItemBatch([str(i) for i in range(len(paths))], paths))
+    r = cnn.extract(ItemBatch([str(i) for i in range(len(paths))], paths))
     assert list(r.ok) == list(range(len(good)))
     assert [x.reason for x in r.rejects] == ["truncated", "empty_file", "not_an_image", "decompression_bomb",
                                              "missing_file"]
     assert np.isfinite(r.features).all()
 
 
-def test_deterministic_and_workers_do_not_change_features(lite0):
+def test_deterministic_and_workers_do_not_change_features(cnn):
     folder = os.path.join(SAMPLE, "images", "stripes")
     paths = [os.path.join(folder, f) for f in sorted(os.listdir(folder))]
     batch = ItemBatch([str(i) for i in range(len(paths))], paths)
-    a = lite0.extract(batch).features
+    a = cnn.extract(batch).features
     b = CNNExtractor(CNNConfig(num_workers=2, batch_size=4)).extract(batch).features
-    np.testing.assert_array_equal(a, lite0.extract(batch).features)
+    np.testing.assert_array_equal(a, cnn.extract(batch).features)
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 

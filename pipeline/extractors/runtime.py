@@ -27,8 +27,9 @@ def resolve_dtype(precision: str, device: torch.device, cpu_bf16: bool = False) 
     the CPU multiplies bf16 natively (AMX or AVX512-BF16).
 
     Measured on a 2-core Xeon with AMX: MiniLM 1.6x faster than fp32 with embeddings at cosine
-    >= 0.99997 to fp32 ones (the text encoders opt in); EfficientNet-Lite0 2.3x faster but at cosine
-    0.990-0.997, so the CNN stays fp32 on the CPU unless ``precision=bf16`` is asked for.
+    >= 0.99997 to fp32 ones; EfficientNet-Lite1 2.1-2.9x faster at cosine 0.990-0.997, and linear heads
+    on its features exactly as accurate (small photos 88.5% both, 160-px photos 97.5% both): the text
+    encoders and the CNN opt in.
     """
     if precision == "auto":
         if device.type == "cuda" or (device.type == "cpu" and cpu_bf16 and cpu_has_native_bf16()):

