@@ -195,3 +195,24 @@ def test_refit_calibration_and_prototype_heads(store, tmp_path):
     assert proto["metrics"]["accuracy"] > 0.85 and proto["solver"] == "class means"
     out = predict(proto["path"], name, store)
     assert out["accuracy"] > 0.85
+
+
+def test_streamed_linear_head_matches_the_in_memory_one(store, tmp_path):
+    """Over memory_gb the linear head streams spilled features in chunks (several L-BFGS passes): the
+    same objective, so the same choices and, to L-BFGS tolerance, the same head."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    name = _set(store, "digits-streamed", x, y)
+    whole = train_head([name], {}, store, str(tmp_path / "whole"))
+    tiny = 1e-4  # GiB: 1,797 x 64 float32 (0.46 MB) x 4 copies is over it; chunks of 1,024 rows
+    streamed = train_head([name], {"memory_gb": str(tiny)}, store, str(tmp_path / "streamed"))
+    assert "streamed" not in whole["data"] and streamed["data"]["streamed"]["chunk_rows"] == 1024
+    assert streamed["solver"] == "lbfgs (streamed)"
+    assert (streamed["selected"]["l2"], streamed["selected"]["class_weight"]) == \
+        (whole["selected"]["l2"], whole["selected"]["class_weight"])
+    assert abs(streamed["metrics"]["accuracy"] - whole["metrics"]["accuracy"]) <= 0.006
+    assert streamed["refit"]["rows"] == whole["refit"]["rows"]
+    np.testing.assert_allclose(streamed["standardization"]["mean"], whole["standardization"]["mean"], atol=1e-4)
+    out = predict(str(tmp_path / "streamed"), name, store)
+    assert out["rows"] == len(x) and out["accuracy"] > 0.95

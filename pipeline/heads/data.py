@@ -29,15 +29,17 @@ class HeadData:
     report: dict  # counts of what was joined, dropped and why
 
 
-def joined_table(sets: list[FeatureSet], missing: str) -> tuple[pa.Table, np.ndarray, dict]:
-    """Join feature sets on id; returns (id/label/split table, concatenated features, report)."""
+def joined_table(sets: list[FeatureSet], missing: str, with_features: bool = True) -> tuple[pa.Table, np.ndarray, dict]:
+    """Join feature sets on id; returns (id/label/split table, concatenated features, report). Without
+    features (a head that streams them later) the matrix has no columns."""
     names = {}
     for fs in sets:
         key = (fs.manifest["dataset"], fs.manifest["extractor"])
         if key in names and names[key] != fs.config_id:
             raise MmfeatError(f"feature sets with mixed config_ids: {names[key]} and {fs.config_id} of {key[0]}/{key[1]}")
         names[key] = fs.config_id
-    tables = [fs.table(columns=["id", "label", "split", "meta", "features"]) for fs in sets]
+    columns = ["id", "label", "split", "meta"] + (["features"] if with_features else [])
+    tables = [fs.table(columns=columns) for fs in sets]
     common = set(tables[0]["id"].to_pylist())
     union = set(common)
     for t in tables[1:]:
@@ -56,7 +58,7 @@ def joined_table(sets: list[FeatureSet], missing: str) -> tuple[pa.Table, np.nda
         index = {v: i for i, v in enumerate(t["id"].to_pylist())}
         rows = pa.array([index[i] for i in order], pa.int64())
         sub = t.take(rows)
-        parts.append(feature_matrix(sub["features"], fs.dim))
+        parts.append(feature_matrix(sub["features"], fs.dim) if with_features else np.zeros((len(order), 0), np.float32))
         if base is None:
             base = sub.select(["id", "label", "split", "meta"])
         elif not sub["split"].equals(base["split"]):

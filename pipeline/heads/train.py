@@ -10,6 +10,7 @@ import torch
 
 from ..config import apply_overrides, canonical_json, check_choice, sha256_text
 from ..errors import MmfeatError
+from ..progress import log
 from ..store import FeatureStore
 from .artifacts import save_head
 from .data import joined_table, load_head_data
@@ -53,6 +54,7 @@ class HeadConfig:
     device: str = "auto"
     refit: bool = True  # linear/prototype: refit on train + validation at the chosen penalty
     sklearn_baseline: bool | None = None  # sklearn's LogisticRegression beside the head; None: up to SKLEARN_AUTO_VALUES
+    memory_gb: float = 4.0  # a linear head on one set whose features exceed this is trained streamed (streamed.py)
 
     def __post_init__(self):
         check_choice("head", self.head, ("linear", "mlp", "prototype"))
@@ -63,6 +65,8 @@ class HeadConfig:
             raise ValueError("l2_penalties must be a non-empty list of values >= 0; weight_decay >= 0")
         if not (0 < self.val_fraction < 0.5 and 0 < self.test_fraction < 0.5):
             raise ValueError("val_fraction and test_fraction must be in (0, 0.5)")
+        if self.memory_gb <= 0:
+            raise ValueError("memory_gb must be > 0")
         if self.lr <= 0 or self.max_epochs < 1 or self.patience < 1 or self.batch_size < 1:
             raise ValueError("lr, max_epochs, patience and batch_size must be positive")
 
@@ -87,18 +91,37 @@ def train_heads(feature_sets: list[str], labels: list[str] | tuple[str, ...] = (
     cfg = apply_overrides(HeadConfig, overrides)
     st = FeatureStore(store)
     sets = [st.resolve(spec) for spec in feature_sets]
-    joined = joined_table(sets, cfg.missing)
+    stream = _streams(sets, cfg)
+    joined = joined_table(sets, cfg.missing, with_features=not stream)
     cards = []
     for label in labels:
-        data = load_head_data(joined, label, cfg.seed, cfg.val_fraction, cfg.test_fraction, cfg.group)
         name = "-".join(s.name.replace("/", "_") for s in sets) + (f"-{label}" if label != "label" else "") + \
             f"-{cfg.head}-" + sha256_text(canonical_json({"sets": [s.config_id for s in sets], "label": label,
                                                           "cfg": dataclasses.asdict(cfg)}))[:8]
         head_dir = (os.path.join(out, label) if len(labels) > 1 else out) if out else \
             os.path.join(heads_root(st), name)
         head_dir = os.path.abspath(head_dir)  # the card and the predictions name it wherever they are read
-        cards.append(_train_one(sets, data, cfg, head_dir))
+        if stream:
+            from .streamed import train_streamed
+
+            cards.append(train_streamed(sets[0], joined, label, cfg, head_dir))
+        else:
+            cards.append(_train_one(sets, load_head_data(joined, label, cfg.seed, cfg.val_fraction, cfg.test_fraction,
+                                                         cfg.group), cfg, head_dir))
     return cards
+
+
+def _streams(sets, cfg: HeadConfig) -> bool:
+    """Whether to train streamed: one dense set, a linear L-BFGS head, features over ``memory_gb`` (the
+    in-memory path holds about four copies of them). Other heads over the budget are loaded whole."""
+    from .streamed import feature_bytes
+
+    big = len(sets) == 1 and feature_bytes(sets[0]) * 4 > cfg.memory_gb * (1 << 30)
+    if big and (sets[0].sparse or cfg.head != "linear" or cfg.solver == "adamw"):
+        log.warning("features exceed memory_gb=%g, but only a linear L-BFGS head on one dense set trains "
+                    "streamed: loading them whole", cfg.memory_gb)
+        return False
+    return big
 
 
 def _train_one(sets, data, cfg: HeadConfig, head_dir: str) -> dict:
@@ -141,21 +164,34 @@ def _train_one(sets, data, cfg: HeadConfig, head_dir: str) -> dict:
         model, mean, std, refit = _refit_on_train_and_val(data, cfg, best.l2, best.weighting, k, device)
     seconds = time.perf_counter() - start
     model.cpu()
-    xt = scaled(data.test.x, mean, std)
     with torch.no_grad():
         logits = forward(model, to_device(data.test.x, mean, std, "cpu", train=False))
-        raw, proba = torch.softmax(logits, 1).numpy(), torch.softmax(logits / temperature, 1).numpy()
-    metrics = classification_metrics(data.test.y, proba.argmax(1), data.classes)
-    metrics["ece"] = expected_calibration_error(proba, data.test.y)
-    metrics["ece_uncalibrated"] = expected_calibration_error(raw, data.test.y)
-    metrics["majority_baseline_accuracy"] = float(np.mean(data.test.y == np.bincount(data.train.y).argmax()))
+    sklearn = None
     if cfg.sklearn_baseline or (cfg.sklearn_baseline is None and data.train.x.size <= SKLEARN_AUTO_VALUES):
-        metrics["sklearn_logreg"] = sklearn_baseline(scaled(data.train.x, mean, std), data.train.y, xt, data.test.y,
-                                                     data.classes, "none" if cfg.class_weight == "auto" else cfg.class_weight)
+        sklearn = sklearn_baseline(scaled(data.train.x, mean, std), data.train.y, scaled(data.test.x, mean, std),
+                                   data.test.y, data.classes, "none" if cfg.class_weight == "auto" else cfg.class_weight)
+    return finish_card(sets, data, cfg, solver, penalties, int(x.shape[1]), best, fits, temperature, model, refit,
+                       seconds, mean, std, logits, device, head_dir, sklearn)
+
+
+def finish_card(sets, data, cfg: HeadConfig, solver: str, penalties, dim: int, best, fits, temperature: float,
+                model: torch.nn.Module, refit, seconds: float, mean, std, logits: torch.Tensor, device: str,
+                head_dir: str, sklearn: dict | None, y_test: np.ndarray | None = None) -> dict:
+    """Test metrics from the test logits (rows in ``y_test`` order, default ``data.test.y``), the card,
+    and the head written to ``head_dir`` (in memory and streamed heads alike)."""
+    y_test = data.test.y if y_test is None else y_test
+    with torch.no_grad():
+        raw, proba = torch.softmax(logits, 1).numpy(), torch.softmax(logits / temperature, 1).numpy()
+    metrics = classification_metrics(y_test, proba.argmax(1), data.classes)
+    metrics["ece"] = expected_calibration_error(proba, y_test)
+    metrics["ece_uncalibrated"] = expected_calibration_error(raw, y_test)
+    metrics["majority_baseline_accuracy"] = float(np.mean(y_test == np.bincount(data.train.y).argmax()))
+    if sklearn is not None:
+        metrics["sklearn_logreg"] = sklearn
     card = {
         "head": cfg.head, "label": data.report["label"], "config": _card_config(cfg, solver), "classes": data.classes,
         "feature_sets": [{"name": s.name, "config_id": s.config_id, "dim": s.dim} for s in sets],
-        "dim": int(x.shape[1]), "l2_penalties": list(penalties), "standardization": {"mean": mean.tolist(), "std": std.tolist()},
+        "dim": dim, "l2_penalties": list(penalties), "standardization": {"mean": mean.tolist(), "std": std.tolist()},
         "selected": {"l2": best.l2, "epoch": best.epochs, "val_accuracy": best.val_accuracy,
                      "val_loss": best.val_loss, "class_weight": best.weighting},
         "sweep": [{"l2": f.l2, "val_accuracy": f.val_accuracy, "val_loss": f.val_loss,
@@ -164,7 +200,7 @@ def _train_one(sets, data, cfg: HeadConfig, head_dir: str) -> dict:
         "solver": {"linear": solver, "prototype": "class means"}.get(cfg.head, "adamw"),
         "temperature": temperature, "refit": refit,
     }
-    card["path"] = save_head(head_dir, model, card, best.curve, data.test.y, proba.argmax(1), data.classes)
+    card["path"] = save_head(head_dir, model, card, best.curve, y_test, proba.argmax(1), data.classes)
     card["head_dir"] = head_dir
     return card
 

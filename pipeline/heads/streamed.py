@@ -1,0 +1,211 @@
+"""Linear heads on feature sets larger than memory: features spilled once to per-split files on local
+disk, then every L-BFGS evaluation streams them in chunks, accumulating the loss and its gradient.
+
+Memory is bounded by ``memory_gb`` (the chunk size follows from it), whatever the row count: what grows
+with the rows is only the ids, labels and splits, and the validation/test logits (rows x classes).
+The objective, penalty path, class-weight sweep, refit, temperature and metrics are those of the
+in-memory head (``train._train_one``): the two agree to L-BFGS tolerance (tests/test_heads.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+from ..progress import log
+from ..store import feature_matrix
+from .data import HeadData, load_head_data
+
+
+@dataclasses.dataclass
+class Spilled:
+    """One split's rows on disk (float32, row-major), with their labels, in file order."""
+
+    path: str
+    dim: int
+    y: np.ndarray
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def chunks(self, rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        with open(self.path, "rb") as f:
+            for start in range(0, len(self), rows):
+                n = min(rows, len(self) - start)
+                yield np.fromfile(f, np.float32, n * self.dim).reshape(n, self.dim), self.y[start:start + n]
+
+
+def feature_bytes(fs) -> int:
+    """Bytes of the set's features as float32 (from the commit markers: nothing is read)."""
+    return sum(m["rows"] for m in fs.done_markers().values()) * fs.dim * 4
+
+
+def spill(fs, joined_meta, label: str, cfg, folder: str) -> tuple[HeadData, dict[str, Spilled]]:
+    """Splits decided on ids/labels only (as in memory), then the features written split by split."""
+    data = load_head_data(joined_meta, label, cfg.seed, cfg.val_fraction, cfg.test_fraction, cfg.group)
+    where = {}
+    for name in ("train", "val", "test"):
+        part = getattr(data, name)
+        where.update({i: (name, y) for i, y in zip(part.ids, part.y)})
+    files = {name: open(os.path.join(folder, f"{name}.f32"), "wb") for name in ("train", "val", "test")}
+    order: dict[str, tuple[list, list]] = {name: ([], []) for name in files}
+    try:
+        for part in fs.iter_tables(["id", "features"]):  # one shard in memory at a time
+            x = feature_matrix(part["features"], fs.dim)
+            placed = [where.get(i) for i in part["id"].to_pylist()]
+            for name, f in files.items():
+                rows = np.array([k for k, p in enumerate(placed) if p is not None and p[0] == name], np.int64)
+                if len(rows):
+                    np.ascontiguousarray(x[rows]).tofile(f)
+                    ids = part["id"].take(pa.array(rows)).to_pylist()
+                    order[name][0].extend(ids)
+                    order[name][1].extend(where[i][1] for i in ids)
+    finally:
+        for f in files.values():
+            f.close()
+    return data, {name: Spilled(os.path.join(folder, f"{name}.f32"), fs.dim, np.array(order[name][1], np.int64),
+                                np.array(order[name][0], dtype=object)) for name in files}
+
+
+def moments(parts: list[Spilled], rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and std (floored at 1e-6) over the rows of ``parts``, in float64 sums."""
+    total, square, n = 0.0, 0.0, 0
+    for part in parts:
+        for x, _ in part.chunks(rows):
+            x64 = x.astype(np.float64)
+            total, square, n = total + x64.sum(0), square + np.square(x64).sum(0), n + len(x)
+    mean = total / n
+    return mean.astype(np.float32), np.maximum(np.sqrt(np.maximum(square / n - mean ** 2, 0)), 1e-6).astype(np.float32)
+
+
+class Stream:
+    """Standardized chunks of one or more spilled splits on the device."""
+
+    def __init__(self, parts: list[Spilled], mean: np.ndarray, std: np.ndarray, rows: int, device: str):
+        self.parts, self.mean, self.std, self.rows, self.device = parts, mean, std, rows, device
+        self.y = np.concatenate([p.y for p in parts]) if parts else np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for part in self.parts:
+            for x, y in part.chunks(self.rows):
+                yield (torch.from_numpy((x - self.mean) / self.std).to(self.device),
+                       torch.from_numpy(y).to(self.device))
+
+    def logits(self, model: nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            out = [model(x).cpu() for x, _ in self]
+        return torch.cat(out) if out else torch.zeros(0, model.out_features)
+
+
+def lbfgs_path(train: Stream, val: Stream, k: int, class_weight: torch.Tensor | None, l2s, max_iter: int = 500):
+    """``model.fit_linear_lbfgs`` over streamed chunks: each evaluation is one pass, the weighted-mean
+    cross-entropy and its gradient summed chunk by chunk (one chunk's graph alive at a time)."""
+    from .model import Fit, _linear
+
+    dim = train.parts[0].dim
+    w = torch.zeros(dim, k, device=train.device, requires_grad=True)
+    b = torch.zeros(k, device=train.device, requires_grad=True)
+    cw = class_weight if class_weight is not None else torch.ones(k, device=train.device)
+    denominator = float(cw[torch.from_numpy(train.y).to(train.device)].sum())
+
+    def loss_and_gradient() -> float:
+        total = 0.0
+        for x, y in train:
+            part = (nn.functional.cross_entropy(x @ w + b, y, reduction="none") * cw[y]).sum() / denominator
+            part.backward()  # gradients add up over the chunks
+            total += float(part)
+        return total
+
+    fits = {}
+    for l2 in sorted(set(l2s), reverse=True):
+        opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, max_eval=2 * max_iter, tolerance_grad=1e-6,
+                                tolerance_change=1e-9, history_size=20, line_search_fn="strong_wolfe")
+        evaluations = [0]
+
+        def objective():
+            opt.zero_grad()
+            loss = loss_and_gradient()
+            penalty = 0.5 * l2 * w.square().sum()
+            penalty.backward()
+            evaluations[0] += 1
+            return torch.tensor(loss + float(penalty))
+
+        opt.step(objective)
+        with torch.no_grad():
+            model, _ = _linear(w.detach(), b.detach(), torch.zeros(0, dim, device=train.device),
+                               torch.zeros(0, dtype=torch.long, device=train.device))
+        val_logits = val.logits(model).to(train.device)
+        yv = torch.from_numpy(val.y).to(train.device)
+        val_loss = float(nn.functional.cross_entropy(val_logits, yv, weight=class_weight)) if len(yv) else float("inf")
+        acc = float((val_logits.argmax(1) == yv).float().mean()) if len(yv) else float("nan")
+        fits[l2] = Fit(model, l2, val_loss, acc, evaluations[0], [])
+        log.info("linear head (streamed), l2=%g: validation accuracy %.4f, loss %.4f (%d passes)", l2, acc, val_loss,
+                 evaluations[0])
+    return [fits[l2] for l2 in l2s]
+
+
+def chunk_rows(dim: int, memory_gb: float) -> int:
+    """Rows per chunk: a chunk and its standardized copy and gradient buffers in a tenth of the budget."""
+    return int(max(1024, memory_gb * (1 << 30) / 10 / (dim * 4 * 4)))
+
+
+def scratch(folder: str | None = None) -> str:
+    return tempfile.mkdtemp(prefix="mmfeat-head-", dir=folder)
+
+
+def cleanup(folder: str) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def train_streamed(fs, joined_meta, label: str, cfg, head_dir: str) -> dict:
+    """The linear head of ``train._train_one`` on a set too large for ``cfg.memory_gb``: spilled, streamed."""
+    import time
+
+    from .calibration import fit_temperature
+    from .train import class_weights, finish_card
+
+    folder = scratch()
+    try:
+        data, spilled = spill(fs, joined_meta, label, cfg, folder)
+        device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
+        rows = chunk_rows(fs.dim, cfg.memory_gb)
+        start = time.perf_counter()
+        mean, std = moments([spilled["train"]], rows)
+        train, val = (Stream([spilled[s]], mean, std, rows, device) for s in ("train", "val"))
+        k = len(data.classes)
+        weightings = ("balanced", "none") if cfg.class_weight == "auto" else (cfg.class_weight,)
+        fits = []
+        for weighting in weightings:
+            weight = class_weights(train.y, k, weighting, device)
+            fits += [dataclasses.replace(f, weighting=weighting) for f in lbfgs_path(train, val, k, weight, cfg.l2_penalties)]
+        best = min(fits, key=lambda f: (-f.val_accuracy, f.val_loss))
+        temperature = fit_temperature(val.logits(best.model), torch.from_numpy(val.y))
+        model, refit = best.model, None
+        if cfg.refit:
+            both = [spilled["train"], spilled["val"]]
+            mean, std = moments(both, rows)
+            everything = Stream(both, mean, std, rows, device)
+            l2 = best.l2 * len(train) / len(everything)
+            weight = class_weights(everything.y, k, best.weighting, device)
+            model = lbfgs_path(everything, Stream([], mean, std, rows, device), k, weight, [l2])[0].model
+            refit = {"on": "train+val", "rows": len(everything), "l2": l2}
+        seconds = time.perf_counter() - start
+        model.cpu()
+        test = Stream([spilled["test"]], mean, std, rows, "cpu")
+        logits = test.logits(model)
+        data.report["streamed"] = {"memory_gb": cfg.memory_gb, "chunk_rows": rows, "feature_bytes": feature_bytes(fs)}
+        return finish_card([fs], data, cfg, "lbfgs (streamed)", cfg.l2_penalties, fs.dim, best, fits, temperature,
+                           model, refit, seconds, mean, std, logits, device, head_dir, None, test.y)
+    finally:
+        cleanup(folder)
