@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="head config override")
     t.add_argument("--out", help="head directory (default <store>/_heads/<name>)")
     pr = sub.add_parser("predict", parents=[store, as_json], help="apply a head to a feature set")
-    pr.add_argument("head_dir")
+    pr.add_argument("head_dir", help="a head folder, one of its runs, or the name of a head in the store (`mmfeat heads`)")
     pr.add_argument("feature_sets", nargs="+", metavar="FEATURE_SET")
     sub.add_parser("ls", parents=[store, as_json], help="list feature sets")
     sub.add_parser("heads", parents=[store, as_json], help="list the heads in <store>/_heads with their test metrics")

@@ -69,9 +69,21 @@ def test_the_whole_cycle_on_s3(s3_uri, tmp_path):
     con = FeatureStore(s3_uri).duckdb()
     assert con.execute("SELECT count(*) FROM m__test_hash").fetchone()[0] == 54
     assert con.execute("SELECT count(*) FROM m__test_hash_rejects").fetchone()[0] == 6
-    card = train_head([s["feature_set"]], None, s3_uri, str(tmp_path / "head"))
+    card = train_head([s["feature_set"]], None, s3_uri, str(tmp_path / "s3head"))
     out = predict(card["path"], s["feature_set"], s3_uri)
     assert out["rows"] == 54 and out["path"].startswith("mmfeat/store/")
+    # the run went to the store (files first, latest.json last): another machine predicts by the head's name
+    assert card["store_path"].startswith("mmfeat/store/_heads/s3head/runs/")
+    os.environ["MMFEAT_CACHE"] = str(tmp_path / "other-machine")
+    try:
+        again = predict("s3head", s["feature_set"], s3_uri)
+        from pipeline.heads import list_heads
+
+        listed = list_heads(s3_uri)
+    finally:
+        del os.environ["MMFEAT_CACHE"]
+    assert again["rows"] == 54 and again["head"].startswith(str(tmp_path / "other-machine"))
+    assert [h["name"] for h in listed] == ["s3head"] and listed[0]["accuracy"] == card["metrics"]["accuracy"]
     texts = os.path.join(ROOT, "sample_data", "texts.jsonl")
     w = extract(texts, "text", "word2vec", {"min_count": "1"}, store=s3_uri)
     again = extract(texts, "text", "word2vec", {"min_count": "1"}, store=s3_uri, dataset="tonight", fit_on="texts")

@@ -57,13 +57,19 @@ def _umask() -> int:
     return mask
 
 
-def resolve_head_dir(path: str) -> str:
-    """A run folder (holding head.json) as given, or a head folder's ``latest`` run."""
+def resolve_head_dir(path: str, store=None) -> str:
+    """A run folder (holding head.json) as given, or a head folder's ``latest`` run; else, with a
+    ``store`` (a FeatureStore), the head of that name in the store (fetched once from an object store)."""
     if os.path.isfile(os.path.join(path, "head.json")):
         return path
     latest = os.path.join(path, "latest")
     if os.path.isfile(os.path.join(latest, "head.json")):
         return os.path.realpath(latest)
+    if store is not None and not os.path.exists(path) and "/" not in path.strip("/"):
+        from .remote import fetch, is_remote
+        from .train import heads_root
+
+        return fetch(store, path) if is_remote(store) else resolve_head_dir(os.path.join(heads_root(store), path))
     raise MmfeatError(f"{path}: not a head (no head.json, no latest run)")
 
 
@@ -73,8 +79,9 @@ def _versions() -> dict:
     return library_versions()
 
 
-def load_head(head_dir: str) -> tuple[torch.nn.Module, dict]:
-    """The head (a run folder, or a head folder's latest run), validated before anything is allocated."""
+def load_head(head_dir: str, store=None) -> tuple[torch.nn.Module, dict]:
+    """The head (a run folder, a head folder's latest run, or a head name in ``store``), validated
+    before anything is allocated."""
     from .validate import load_checked
 
-    return load_checked(resolve_head_dir(head_dir))
+    return load_checked(resolve_head_dir(head_dir, store))

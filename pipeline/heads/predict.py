@@ -14,18 +14,20 @@ from ..store import files
 from ..store.schema import META_TYPE
 from .artifacts import load_head, resolve_head_dir
 from .data import joined_table, label_values
+from .remote import is_remote, names
 from .model import predict_proba
 
 
 def predict(head_dir: str, feature_sets: list[str] | str, store: str | None = None) -> dict:
     """Predict every row of the feature set(s); refuses sets whose config_id the head was not trained on.
+    ``head_dir``: a head folder or run folder, or the name of a head in the store (local or S3).
 
     Writes ``<set>/_predictions/<head>.parquet`` with ``id, predicted, probability`` (of the predicted
     class), ``probabilities`` (map class -> probability) and the true ``label`` where the items have one;
     returns its path, the row count, the predicted class counts and, with labels, the accuracy."""
-    run = os.path.abspath(resolve_head_dir(head_dir))
-    model, card = load_head(run)
     st = FeatureStore(store)
+    run = os.path.abspath(resolve_head_dir(head_dir, st))
+    model, card = load_head(run)
     specs = [feature_sets] if isinstance(feature_sets, str) else list(feature_sets)
     sets = [st.resolve(s) for s in specs]
     trained = [s["config_id"] for s in card["feature_sets"]]
@@ -115,11 +117,12 @@ def list_heads(store: str | None = None) -> list[dict]:
     """The heads under ``<store>/_heads``: name, latest run, label, feature sets and test metrics."""
     from .train import heads_root
 
-    root = heads_root(FeatureStore(store))
+    st = FeatureStore(store)
+    root = heads_root(st)
     out = []
-    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+    for name in names(st) if is_remote(st) else sorted(os.listdir(root)) if os.path.isdir(root) else []:
         try:
-            run = resolve_head_dir(os.path.join(root, name))
+            run = resolve_head_dir(name if is_remote(st) else os.path.join(root, name), st)
             with open(os.path.join(run, "head.json")) as f:
                 card = json.load(f)
         except (MmfeatError, OSError, ValueError):

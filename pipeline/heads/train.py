@@ -13,6 +13,7 @@ from ..errors import MmfeatError
 from ..progress import log
 from ..store import FeatureStore
 from .artifacts import save_head
+from .remote import is_remote, publish
 from .data import joined_table, load_head_data
 from .metrics import classification_metrics, sklearn_baseline
 from .calibration import expected_calibration_error, fit_temperature
@@ -108,6 +109,8 @@ def train_heads(feature_sets: list[str], labels: list[str] | tuple[str, ...] = (
         else:
             cards.append(_train_one(sets, load_head_data(joined, label, cfg.seed, cfg.val_fraction, cfg.test_fraction,
                                                          cfg.group), cfg, head_dir))
+        if is_remote(st):  # trained in a local folder; the store gets the run, then its latest.json
+            cards[-1]["store_path"] = publish(st, cards[-1]["path"], os.path.basename(head_dir))
     return cards
 
 
@@ -250,6 +253,7 @@ def _seeded_head(cfg: HeadConfig, dim: int, k: int) -> torch.nn.Module:
 
 
 def heads_root(store: FeatureStore) -> str:
-    """``<store>/_heads``; for an object store, ``./mmfeat-heads/_heads`` (heads are local folders)."""
+    """``<store>/_heads``; for an object store, ``./mmfeat-heads/_heads``: heads train in local folders and
+    each run is then published to ``<store>/_heads`` (``remote.publish``)."""
     base = store.root if "://" not in store.uri else os.path.abspath("mmfeat-heads")
     return os.path.join(base, "_heads")
