@@ -16,6 +16,9 @@ from ...progress import advance
 from .decode import load_clip
 from .pooling import STATS, pool_numpy_binned, pool_torch_binned
 
+# Measured on 2 cores (torch backend, clips/s by batch size): 1-s clips 398 (64), 514 (16), 441 (4);
+# 10-s clips 42.8 (64), 57.1 (8), 67.4 (4). About 24 s of audio per batch is near the best for both.
+CPU_BATCH_SECONDS = 24
 FEATURES = ("mfcc", "mfcc_delta", "mfcc_delta2", "chroma", "mel", "contrast", "stft", "zcr", "rms", "tonnetz")
 DEFAULT_FEATURES = ("mfcc", "chroma", "mel", "contrast", "stft", "zcr", "rms")
 # preset=speech, measured on spoken keywords (speaker-disjoint, README): MFCC with its Δ and ΔΔ plus
@@ -241,8 +244,7 @@ class SpectralExtractor(Extractor):
             done: dict[int, list] = {}
             for sr, clips in by_rate.items():
                 clips.sort(key=lambda c: len(c[2]))  # similar lengths batch together: less padding
-                for start in range(0, len(clips), self.config.batch_size):
-                    chunk = clips[start:start + self.config.batch_size]
+                for chunk in self._batches(clips, sr):
                     vectors, seqs = self._torch_batch([y for _, _, y in chunk], sr)
                     for k, (i, w, _) in enumerate(chunk):
                         rows = done.setdefault(i, [None] * len(windows[i]))
@@ -256,6 +258,20 @@ class SpectralExtractor(Extractor):
                                             padded_from)
             advance(len(items))
         return results
+
+    def _batches(self, clips, sr):
+        """Groups of at most ``batch_size`` clips; on the CPU also at most CPU_BATCH_SECONDS of audio, so
+        a batch's spectrograms stay in cache (10-s clips: 42.8 clips/s in batches of 64, 67.4 in 4s)."""
+        limit = None if self.device.type == "cuda" else CPU_BATCH_SECONDS * sr
+        batch, samples = [], 0
+        for clip in clips:
+            if batch and (len(batch) == self.config.batch_size or limit and samples + len(clip[2]) > limit):
+                yield batch
+                batch, samples = [], 0
+            batch.append(clip)
+            samples += len(clip[2])
+        if batch:
+            yield batch
 
     def _torch_batch(self, clips, sr):
         """Pooled vectors (and frame sequences) of same-rate clips; clips at a rate where the features
