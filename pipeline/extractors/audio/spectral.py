@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 
 import numpy as np
 import torch
@@ -12,9 +11,9 @@ from ...config import check_choice, runtime_field
 from ...registry import BatchResult, Extractor, ItemBatch, register_extractor
 from ..runtime import loader_context, resolve_device, worker_count
 from .clips import ClipResult, assemble, clip_windows
+from .librosa_backend import decode_item, init_pool_worker, librosa_item
 from ...progress import advance
-from .decode import load_clip
-from .pooling import STATS, pool_numpy_binned, pool_torch_binned
+from .pooling import STATS, pool_torch_binned
 
 # Measured on 2 cores (torch backend, clips/s by batch size): 1-s clips 398 (64), 514 (16), 441 (4);
 # 10-s clips 42.8 (64), 57.1 (8), 67.4 (4). About 24 s of audio per batch is near the best for both.
@@ -115,55 +114,6 @@ def _advanced(result):
     return result
 
 
-def _decode_item(args):
-    path, cfg = args
-    from ...errors import BadInput
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            crop = cfg.max_duration if cfg.long_clips == "crop" else None
-            return load_clip(path, cfg.sr, cfg.min_duration, cfg.pad_short, crop, cfg.reject_silence), None
-    except BadInput as err:
-        return None, err
-
-
-def _librosa_item(args) -> ClipResult:
-    """Decode and compute one clip (each of its windows) with librosa (runs in a worker process)."""
-    from ...errors import BadInput
-
-    (decoded, err), (_, cfg) = _decode_item(args), args
-    if err is not None:
-        return ClipResult(error=err)
-    y, sr, padded_from = decoded
-    windows = clip_windows(len(y), sr, cfg)
-    vectors, seqs = [], []
-    for start, end in windows:
-        try:
-            vector, seq = _librosa_window(y[start:end], sr, cfg)
-        except Exception as exc:  # librosa raises ParameterError for e.g. tonnetz bins above Nyquist at 8 kHz
-            if type(exc).__name__ == "ParameterError":
-                return ClipResult(error=BadInput("unsupported_rate", f"{exc} (sr={sr})", stage="features"))
-            raise
-        vectors.append(vector)
-        seqs.append(seq)
-    return ClipResult(np.stack(vectors), seqs, windows, sr, padded_from)
-
-
-def _librosa_window(y: np.ndarray, sr: int, cfg: SpectralConfig):
-    from .frames_librosa import classic193, librosa_frames
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # short clips: n_fft > len warns; centered padding still defines them
-        if cfg.preset == "classic193":
-            return classic193(y, sr).astype(np.float32), None
-        frames = librosa_frames(y.astype(np.float64) if cfg.precision == "float64" else y, sr, cfg, cfg.features)
-    stacked = np.concatenate([frames[f] for f in cfg.features]).astype(np.float64)
-    return pool_numpy_binned(stacked, cfg.stats, [frame_dims(cfg)[f] for f in cfg.features],
-                             cfg.time_bins).astype(np.float32), \
-        (stacked.T.astype(np.float32) if cfg.frames else None)
-
-
 class _Clips(torch.utils.data.Dataset):
     def __init__(self, paths, cfg):
         self.paths, self.cfg = paths, cfg
@@ -172,7 +122,7 @@ class _Clips(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i):
-        decoded, err = _decode_item((self.paths[i], self.cfg))
+        decoded, err = decode_item((self.paths[i], self.cfg))
         return i, decoded, err
 
 
@@ -218,11 +168,11 @@ class SpectralExtractor(Extractor):
         args = [(p, self.config) for p in paths]
         workers = self.config.num_workers if self.config.num_workers is not None else (os.cpu_count() or 1)
         if workers <= 1 or len(paths) < 4:
-            return [_advanced(_librosa_item(a)) for a in args]
+            return [_advanced(librosa_item(a)) for a in args]
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(workers, mp_context=loader_context(), initializer=_init_pool_worker)
+            self._pool = ProcessPoolExecutor(workers, mp_context=loader_context(), initializer=init_pool_worker)
         chunk = max(1, min(64, len(args) // (workers * 4)))
-        return [_advanced(r) for r in self._pool.map(_librosa_item, args, chunksize=chunk)]
+        return [_advanced(r) for r in self._pool.map(librosa_item, args, chunksize=chunk)]
 
     def _torch_results(self, paths):
         workers = worker_count(self.config.num_workers, self.device, len(paths), self.config.batch_size)
@@ -303,18 +253,3 @@ class SpectralExtractor(Extractor):
             lengths = mask.sum(1).cpu().numpy()
             seqs = [stacked[k, :, :n].T.float().cpu().numpy() for k, n in enumerate(lengths)]
         return vectors, seqs
-
-
-def _init_pool_worker() -> None:
-    """Pool worker start: one thread per process (BLAS pools spin-wait and, one per process, would
-    oversubscribe the cores the pool already fills), then numba compiled once."""
-    import librosa
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
-    torch.set_num_threads(1)
-    y = np.random.default_rng(0).standard_normal(4096).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        librosa.feature.chroma_stft(y=y, sr=22050, tuning=0.0)
-        librosa.feature.zero_crossing_rate(y)
