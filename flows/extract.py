@@ -1,6 +1,7 @@
 """The ``extract`` flow: plan shards, one task per shard, commit, publish artifacts."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Literal
 
@@ -47,23 +48,25 @@ def _run_shards(spec: lib.JobSpec, shards: list[lib.Shard]):
     from prefect.task_runners import ThreadPoolTaskRunner
 
     context = FlowRunContext.get()
+    run = shard_task if _uses_gpu(spec) else shard_task.with_options(tags=set())
     if context is not None and isinstance(context.task_runner, ThreadPoolTaskRunner):
-        run = shard_task if _uses_gpu(spec) else shard_task.with_options(tags=set())
         for shard in shards:
             yield run(spec, shard)
         return
-    futures = [shard_task.submit(spec, shard) for shard in shards]
+    futures = [run.submit(spec, shard) for shard in shards]
     for future in futures:
         yield future.result()
 
 
 def _uses_gpu(spec: lib.JobSpec) -> bool:
-    """Whether local shards will run on CUDA (the extractor, loaded by the plan task in this process,
-    knows its device): only then do they take a slot of the GPU tag's limit. A slot costs a database
-    write per task; on a SQLite server sharing the CPU with the run, that write was where the server
-    answered 503 and the client stalled ~2 s per shard."""
+    """Whether shards run on CUDA: the extractor, loaded by the plan task in this process, knows its
+    device (a flow driving GPU workers from a machine without one sets MMFEAT_GPU_SLOTS=1). Only then
+    do shards take a slot of the GPU tag's limit: a slot costs database writes per task, and on a SQLite
+    server sharing the CPU with the run that was where the server answered 503 (8 Dask workers)."""
     from pipeline.registry import cached_extractor
 
+    if os.environ.get("MMFEAT_GPU_SLOTS") == "1":
+        return True
     device = getattr(cached_extractor(spec.extractor, dict(spec.overrides)), "device", None)
     return getattr(device, "type", None) == "cuda"
 
