@@ -124,7 +124,7 @@ def lbfgs_path(train: Stream, val: Stream, k: int, class_weight: torch.Tensor | 
         for x, y in train:
             part = (nn.functional.cross_entropy(x @ w + b, y, reduction="none") * cw[y]).sum() / denominator
             part.backward()  # gradients add up over the chunks
-            total += float(part)
+            total += float(part.detach())
         return total
 
     fits = {}
