@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("feature_sets", nargs="+", metavar="FEATURE_SET", help="DATASET/EXTRACTOR[-CONFIGPREFIX]")
     t.add_argument("--label", action="append", default=None,
                    help="label column: 'label' (default) or another manifest column; repeat for several targets")
-    t.add_argument("--head", choices=("linear", "mlp"), default="linear")
+    t.add_argument("--head", choices=("linear", "mlp", "prototype", "finetune"), default="linear",
+                   help="finetune: tune the pretrained top above a cnn activation set (--set activations=_blocks.K)")
     t.add_argument("--group", metavar="COLUMN", help="keep each value of this manifest column in one split (e.g. speaker)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="head config override")
     t.add_argument("--out", help="head directory (default <store>/_heads/<name>)")

@@ -76,7 +76,9 @@ class BatchResult:
     into several segments (audio windows) has one row per segment: its index repeats in ``ok``,
     and ``segments`` gives each row's (start, end) in seconds."""
 
-    features: Any  # float32 (len(ok), dim): an ndarray, or a scipy CSR matrix from a sparse extractor
+    # float32 (len(ok), dim): an ndarray, a scipy CSR matrix from a sparse extractor, or uint16 bfloat16
+    # bit patterns from a tensor extractor (``Extractor.tensor_shape``; see ``bf16_bits``)
+    features: Any
     ok: np.ndarray  # int64 indices into the batch
     rejects: list[Reject]
     sequences: list[np.ndarray] | None = None  # optional frame-level (t, d) arrays, aligned with ok
@@ -96,7 +98,7 @@ class BatchResult:
             if self.features.dtype != np.float32 or self.features.shape[0] != n:
                 raise TypeError(f"sparse features must be float32 (n_ok, dim); got {self.features.dtype} {self.features.shape}")
             self.features = self.features.tocsr()
-        elif self.features.dtype != np.float32 or self.features.ndim != 2 or self.features.shape[0] != n:
+        elif self.features.dtype not in (np.float32, np.uint16) or self.features.ndim != 2 or self.features.shape[0] != n:
             raise TypeError(f"features must be float32 (n_ok, dim); got {self.features.dtype} {self.features.shape}")
 
 
@@ -106,6 +108,8 @@ def _is_sparse(x: Any) -> bool:
 
 def finite_rows(features: Any) -> np.ndarray:
     """Boolean mask of the rows holding only finite values (dense or sparse features)."""
+    if not _is_sparse(features) and features.dtype == np.uint16:  # bfloat16 bits: exponent all ones
+        return ((features & 0x7F80) != 0x7F80).all(axis=1)
     if not _is_sparse(features):
         return np.isfinite(features).all(axis=1)
     m = features.tocsr()
@@ -149,6 +153,12 @@ class Extractor(abc.ABC):
     @property
     def weights_sha256(self) -> str | None:
         """sha256 of the weights (or fitted state) behind the features (None when there are none)."""
+        return None
+
+    @property
+    def tensor_shape(self) -> tuple[int, ...] | None:
+        """Shape of each row's tensor when the extractor stores activations (C, H, W) rather than
+        vectors: rows are then bfloat16 bit patterns (uint16), ``dim`` = the product of the shape."""
         return None
 
     @property
@@ -247,3 +257,15 @@ def cached_extractor(name: str, overrides: dict[str, Any] | None = None) -> Extr
     if key not in _CACHE:
         _CACHE[key] = cls(config)
     return _CACHE[key]
+
+
+def bf16_bits(x: Any) -> np.ndarray:
+    """A float torch tensor as uint16 bfloat16 bit patterns (round to nearest even), rows flattened."""
+    import torch
+
+    return x.detach().to(torch.bfloat16).reshape(len(x), -1).view(torch.int16).cpu().numpy().view(np.uint16)
+
+
+def from_bf16_bits(bits: np.ndarray) -> np.ndarray:
+    """uint16 bfloat16 bit patterns -> float32 (exact)."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)

@@ -80,7 +80,7 @@ class MapExtractor(Extractor):
             _Decoded(batch.sources, self.decoder(batch.kind)), batch_size=self.chunk_size, num_workers=workers,
             collate_fn=functools.partial(_split, type(self).collate), pin_memory=cuda,
             worker_init_fn=_worker_init if workers else None, prefetch_factor=4 if workers else None, multiprocessing_context=loader_context() if workers else None)
-        features = _Rows(n, self.dim, self.sparse)
+        features = _Rows(n, self.dim, self.sparse, np.uint16 if self.tensor_shape else np.float32)
         ok = np.zeros(n, bool)
         rejects: list[Reject] = []
         for index, decoded, bad in loader:
@@ -102,8 +102,8 @@ class MapExtractor(Extractor):
 class _Rows:
     """Feature rows filled chunk by chunk: a dense array, or CSR chunks stacked at the end (sparse)."""
 
-    def __init__(self, n: int, dim: int, sparse: bool):
-        self.dense = None if sparse else np.zeros((n, dim), np.float32)
+    def __init__(self, n: int, dim: int, sparse: bool, dtype=np.float32):
+        self.dense = None if sparse else np.zeros((n, dim), dtype)  # uint16: a tensor set's bfloat16 bits
         self.dim = dim
         self.chunks: list[tuple[np.ndarray, Any]] = []
 

@@ -52,7 +52,12 @@ def predict(head_dir: str, feature_sets: list[str] | str, store: str | None = No
         for table, x in _batches(sets):  # one part file at a time for one set; fused sets joined once
             if x.shape[1] != card["dim"]:
                 raise MmfeatError(f"the feature sets give {x.shape[1]} features, the head expects {card['dim']}")
-            proba = predict_proba(model, x, mean, scale, temperature=float(card.get("temperature", 1.0)))
+            if card["head"] == "finetune":
+                from .finetune import predict_top
+
+                proba = predict_top(model, x, card["data"]["finetune"]["shape"], float(card.get("temperature", 1.0)))
+            else:
+                proba = predict_proba(model, x, mean, scale, temperature=float(card.get("temperature", 1.0)))
             out = _prediction_table(table, proba, classes, label)
             writer = writer or pq.ParquetWriter(tmp, out.schema.with_metadata(metadata), filesystem=st.fs,
                                                 compression="zstd")

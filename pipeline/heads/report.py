@@ -40,6 +40,13 @@ def plots(folder: str, card: dict, curve) -> None:
     plt.close(fig)
     sweep, chosen = card["sweep"], card["selected"]["l2"]
     mlp = card["head"] == "mlp"
+    if card["head"] == "finetune":  # no penalty sweep: the learning curve alone
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        _learning_curve(ax, curve, card, "Fine-tuning (validation keeps the best epoch)")
+        fig.tight_layout()
+        fig.savefig(os.path.join(folder, "validation.png"), dpi=80)
+        plt.close(fig)
+        return
     fig, axes = plt.subplots(1, 2 if mlp else 1, figsize=(9 if mlp else 5, 3.4), squeeze=False)
     ax = axes[0, 0]
     if card["head"] == "prototype":
@@ -59,16 +66,19 @@ def plots(folder: str, card: dict, curve) -> None:
     ax.legend(fontsize=8)
     ax.set_title("Penalty sweep (validation)")
     if mlp:
-        ax = axes[0, 1]
-        ax.plot([c[0] for c in curve], [c[1] for c in curve], label="train loss")
-        ax.plot([c[0] for c in curve], [c[2] for c in curve], label="validation loss")
-        ax.axvline(card["selected"]["epoch"], color="gray", linestyle="--", label="kept epoch")
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=8)
-        ax.set_title(f"Learning curve (l2={chosen:g})")
+        _learning_curve(axes[0, 1], curve, card, f"Learning curve (l2={chosen:g})")
     fig.tight_layout()
     fig.savefig(os.path.join(folder, "validation.png"), dpi=80)
     plt.close(fig)
+
+
+def _learning_curve(ax, curve, card: dict, title: str) -> None:
+    ax.plot([c[0] for c in curve], [c[1] for c in curve], label="train loss")
+    ax.plot([c[0] for c in curve], [c[2] for c in curve], label="validation loss")
+    ax.axvline(card["selected"]["epoch"], color="gray", linestyle="--", label="kept epoch")
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
 
 
 def edge_warning(card: dict) -> str | None:
@@ -101,10 +111,14 @@ def markdown(card: dict, pictures: dict[str, str], head_path: str | None = None)
     lo, hi = m.get("accuracy_ci95", [float("nan")] * 2)
     how = (f"and the epoch ({card['selected']['epoch']}) by early stopping on it" if card.get("solver") != "lbfgs"
            else "solver L-BFGS (exact fit)")
+    tuned = data.get("finetune")
+    chose = (f"The layers above {tuned['activations']} of {tuned['model']} ({', '.join(tuned['tuned'])}) were "
+             f"fine-tuned with a new classifier (learning rates {tuned['pretrained_lr']:g} and {tuned['head_lr']:g}); "
+             f"the epoch ({card['selected']['epoch']}) was chosen by early stopping on validation." if tuned else
+             f"The L2 penalty ({card['selected']['l2']:g}) was chosen on validation, {how}.")
     lines = [f"# {card['head']} head for {card.get('label', 'label')!r} on "
              f"{', '.join(s['name'] for s in card['feature_sets'])}", "",
-             f"Held-out test split: {m['n_test']} items. The L2 penalty ({card['selected']['l2']:g}) was chosen on "
-             f"validation, {how}.", ""]
+             f"Held-out test split: {m['n_test']} items. {chose}", ""]
     warning = edge_warning(card)
     if warning:
         lines += [f"> **Note:** {warning}", ""]

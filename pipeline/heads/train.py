@@ -58,7 +58,7 @@ class HeadConfig:
     memory_gb: float = 4.0  # a linear head on one set whose features exceed this is trained streamed (streamed.py)
 
     def __post_init__(self):
-        check_choice("head", self.head, ("linear", "mlp", "prototype"))
+        check_choice("head", self.head, ("linear", "mlp", "prototype", "finetune"))
         check_choice("class_weight", self.class_weight, ("auto", "balanced", "none"))
         check_choice("solver", self.solver, ("auto", "lbfgs", "adamw"))
         check_choice("missing", self.missing, ("drop", "error"))
@@ -107,8 +107,13 @@ def train_heads(feature_sets: list[str], labels: list[str] | tuple[str, ...] = (
 
             cards.append(train_streamed(sets[0], joined, label, cfg, head_dir))
         else:
-            cards.append(_train_one(sets, load_head_data(joined, label, cfg.seed, cfg.val_fraction, cfg.test_fraction,
-                                                         cfg.group), cfg, head_dir))
+            data = load_head_data(joined, label, cfg.seed, cfg.val_fraction, cfg.test_fraction, cfg.group)
+            if cfg.head == "finetune":
+                from .finetune import train_finetune
+
+                cards.append(train_finetune(sets, data, cfg, head_dir))
+            else:
+                cards.append(_train_one(sets, data, cfg, head_dir))
         if is_remote(st):  # trained in a local folder; the store gets the run, then its latest.json
             cards[-1]["store_path"] = publish(st, cards[-1]["path"], os.path.basename(head_dir))
     return cards
@@ -120,7 +125,7 @@ def _streams(sets, cfg: HeadConfig) -> bool:
     from .streamed import feature_bytes
 
     big = len(sets) == 1 and feature_bytes(sets[0]) * 4 > cfg.memory_gb * (1 << 30)
-    if big and (sets[0].sparse or cfg.head != "linear" or cfg.solver == "adamw"):
+    if big and (sets[0].sparse or sets[0].tensor_shape or cfg.head != "linear" or cfg.solver == "adamw"):
         log.warning("features exceed memory_gb=%g, but only a linear L-BFGS head on one dense set trains "
                     "streamed: loading them whole", cfg.memory_gb)
         return False
@@ -244,6 +249,7 @@ def _card_config(cfg: HeadConfig, solver: str) -> dict:
     linear = cfg.head in ("linear", "prototype")
     drop = (_MLP_ONLY if linear else ()) + (_ADAMW_ONLY if linear and (solver == "lbfgs" or cfg.head == "prototype") else ())
     drop += ("l2_penalties", "solver", "class_weight") if cfg.head == "prototype" else ()
+    drop += ("l2_penalties", "solver", "hidden", "refit") if cfg.head == "finetune" else ()
     return {k: v for k, v in out.items() if k not in drop}
 
 

@@ -17,11 +17,16 @@ MAX_PARAMETERS = 1 << 28  # 1 GiB of float32: a card asking for more is refused 
 def load_checked(run: str) -> tuple[torch.nn.Module, dict]:
     card = _card(run)
     dim, k, hidden = card["dim"], len(card["classes"]), tuple(card["config"].get("hidden", ()))
-    widths = [dim, *(hidden if card["head"] == "mlp" else ()), k]
-    params = sum(a * b + b for a, b in zip(widths, widths[1:]))
-    if params > MAX_PARAMETERS:
-        raise MmfeatError(f"{run}: the card describes {params:,} parameters (> {MAX_PARAMETERS:,}); refusing to load")
-    model = build_head(card["head"], dim, k, hidden, float(card["config"].get("dropout", 0.0)))
+    if card["head"] == "finetune":  # the pretrained architecture, from its weights package
+        from .finetune import load_top
+
+        model = load_top(card)
+    else:
+        widths = [dim, *(hidden if card["head"] == "mlp" else ()), k]
+        params = sum(a * b + b for a, b in zip(widths, widths[1:]))
+        if params > MAX_PARAMETERS:
+            raise MmfeatError(f"{run}: the card describes {params:,} parameters (> {MAX_PARAMETERS:,}); refusing to load")
+        model = build_head(card["head"], dim, k, hidden, float(card["config"].get("dropout", 0.0)))
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     path = os.path.join(run, "head.safetensors")
     from safetensors import SafetensorError, safe_open
@@ -50,8 +55,12 @@ def _card(run: str) -> dict:
     problems = []
     if not isinstance(card, dict):
         raise MmfeatError(f"{path}: the head card is not a JSON object")
-    if card.get("head") not in ("linear", "mlp", "prototype"):
-        problems.append("head must be linear, mlp or prototype")
+    if card.get("head") not in ("linear", "mlp", "prototype", "finetune"):
+        problems.append("head must be linear, mlp, prototype or finetune")
+    tuned = card.get("data", {}).get("finetune") if isinstance(card.get("data"), dict) else None
+    if card.get("head") == "finetune" and not (isinstance(tuned, dict) and isinstance(tuned.get("activations"), str)
+                                               and isinstance(tuned.get("model"), str) and isinstance(tuned.get("shape"), list)):
+        problems.append("a finetune head's card must name its model, activations and shape (data.finetune)")
     if not (isinstance(card.get("dim"), int) and card["dim"] > 0):
         problems.append("dim must be a positive integer")
     classes = card.get("classes")
@@ -67,6 +76,8 @@ def _card(run: str) -> dict:
     std = card.get("standardization")
     for key in ("mean", "std"):
         values = std.get(key) if isinstance(std, dict) else None
+        if card.get("head") == "finetune":  # activations feed the pretrained layers as they are
+            continue
         if not (isinstance(values, list) and len(values) == card.get("dim")
                 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)):
             problems.append(f"standardization.{key} must be dim finite numbers")

@@ -57,16 +57,22 @@ class FeatureSet(FeatureSetReader):
         return bool(self.manifest.get("sparse"))
 
     @property
+    def tensor_shape(self) -> tuple[int, ...] | None:
+        """(C, H, W) of each row for activation sets (stored as bfloat16 bits; read as float32)."""
+        tensor = self.manifest.get("tensor")
+        return tuple(tensor["shape"]) if isinstance(tensor, dict) else None
+
+    @property
     def name(self) -> str:
         """``DATASET/EXTRACTOR-CONFIGPREFIX``, the handle used on the command line."""
         return f"{self.manifest['dataset']}/{self.manifest['extractor']}-{self.config_id[:12]}"
 
     def schema(self) -> pa.Schema:
         """The schema readers see (labels joined in from the dataset's current items)."""
-        return feature_schema(self.dim, self.manifest.get("frame_dim"), self.sparse)
+        return feature_schema(self.dim, self.manifest.get("frame_dim"), self.sparse, self.tensor_shape is not None)
 
     def part_schema(self) -> pa.Schema:
-        return part_schema(self.dim, self.manifest.get("frame_dim"), self.sparse)
+        return part_schema(self.dim, self.manifest.get("frame_dim"), self.sparse, self.tensor_shape is not None)
 
     def shard_path(self, shard: str, kind: str = "part") -> str:
         if not SHARD_RE.match(shard):

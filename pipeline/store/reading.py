@@ -130,7 +130,8 @@ class FeatureSetReader:
 
 
 def feature_matrix(column: pa.ChunkedArray | pa.Array, dim: int | None = None):
-    """fixed_size_list<float32>[dim] column -> contiguous float32 (n, dim) array; a sparse column
+    """fixed_size_list<float32>[dim] column (or a tensor set's bfloat16 bits) -> contiguous float32
+    (n, dim) array; a sparse column
     (indices + values, see ``schema.SPARSE_TYPE``) -> scipy CSR matrix (n, dim), ``dim`` required."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if pa.types.is_struct(array.type):
@@ -138,7 +139,12 @@ def feature_matrix(column: pa.ChunkedArray | pa.Array, dim: int | None = None):
     dim = array.type.list_size
     if len(array) == 0:
         return np.zeros((0, dim), np.float32)
-    return array.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+    values = array.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+    if values.dtype == np.uint16:  # a tensor set's bfloat16 bits
+        from ..registry import from_bf16_bits
+
+        return from_bf16_bits(values)
+    return values.astype(np.float32, copy=False)
 
 
 def _csr(array: pa.StructArray, dim: int | None):

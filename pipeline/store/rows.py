@@ -23,7 +23,8 @@ def matrix_column(matrix) -> pa.Array:
         values = pa.ListArray.from_arrays(offsets, pa.array(m.data.astype(np.float32)))
         return pa.StructArray.from_arrays([indices, values], fields=list(SPARSE_TYPE))
     n, dim = matrix.shape
-    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1)), dim)
+    dtype = np.uint16 if matrix.dtype == np.uint16 else np.float32  # bfloat16 bits of tensor sets stay as they are
+    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(matrix, dtype=dtype).reshape(-1)), dim)
 
 
 def frames_column(sequences: list[np.ndarray]) -> pa.Array:

@@ -41,7 +41,11 @@ ITEMS_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field(
 SPARSE_TYPE = pa.struct([pa.field("indices", pa.list_(pa.int32())), pa.field("values", pa.list_(pa.float32()))])
 
 
-def features_type(dim: int, sparse: bool = False) -> pa.DataType:
+def features_type(dim: int, sparse: bool = False, tensor: bool = False) -> pa.DataType:
+    """float32 vectors; the sparse struct; or, for tensor sets (activations), bfloat16 bit patterns
+    as uint16 (compact, and readable by DuckDB and any Parquet reader; the shape is in provenance)."""
+    if tensor:
+        return pa.list_(pa.uint16(), dim)
     return SPARSE_TYPE if sparse else pa.list_(pa.float32(), dim)
 
 
@@ -49,22 +53,22 @@ def _frames_field(frame_dim: int) -> pa.Field:
     return pa.field("frames", pa.list_(pa.list_(pa.float32(), frame_dim)))
 
 
-def part_schema(dim: int, frame_dim: int | None = None, sparse: bool = False) -> pa.Schema:
+def part_schema(dim: int, frame_dim: int | None = None, sparse: bool = False, tensor: bool = False) -> pa.Schema:
     """A part file: row ``id`` (``<item>#k`` for windows of one item), ``item`` (the manifest id),
     ``content`` (the item's content hash), ``row_meta`` (what the extractor adds per row), features."""
     fields = [pa.field("id", pa.string(), nullable=False), pa.field("item", pa.string(), nullable=False),
               pa.field("content", pa.string(), nullable=False), pa.field("row_meta", META_TYPE),
-              pa.field("features", features_type(dim, sparse), nullable=False)]
+              pa.field("features", features_type(dim, sparse, tensor), nullable=False)]
     return pa.schema(fields + ([_frames_field(frame_dim)] if frame_dim else []))
 
 
-def feature_schema(dim: int, frame_dim: int | None = None, sparse: bool = False) -> pa.Schema:
+def feature_schema(dim: int, frame_dim: int | None = None, sparse: bool = False, tensor: bool = False) -> pa.Schema:
     """What readers see: id, label, split, source, meta (the manifest's other columns, as strings,
     plus the extractor's row entries), features (fixed_size_list<float32>[dim], or ``SPARSE_TYPE`` for
     sparse extractors) and optional frames."""
     fields = [pa.field("id", pa.string(), nullable=False), pa.field("label", pa.string()),
               pa.field("split", pa.string()), pa.field("source", pa.string()), pa.field("meta", META_TYPE),
-              pa.field("features", features_type(dim, sparse), nullable=False)]
+              pa.field("features", features_type(dim, sparse, tensor), nullable=False)]
     return pa.schema(fields + ([_frames_field(frame_dim)] if frame_dim else []))
 
 
@@ -87,6 +91,7 @@ def make_provenance(dataset: str, extractor: Any, frame_dim: int | None = None) 
             "config": dataclasses.asdict(extractor.config), "config_id": extractor.config_id,
             "weights_sha256": extractor.weights_sha256, "dim": int(extractor.dim), "frame_dim": frame_dim,
             "sparse": bool(extractor.sparse),
+            "tensor": {"shape": list(extractor.tensor_shape), "dtype": "bfloat16"} if extractor.tensor_shape else None,
             "runtime": extractor.describe(), "versions": library_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 
 from ...config import cached_file_digest, check_choice, runtime_field
-from ...registry import register_extractor
+from ...registry import bf16_bits, register_extractor
 from ..batching import MapExtractor
 from ..runtime import autocast, resolve_device, resolve_dtype, worker_count
 from .decode import decode_item, resize_crop_tensor, stack_images
-from .models import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, PooledFeatures, load_backbone
+from .models import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, Activations, PooledFeatures, load_backbone
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +22,8 @@ class CNNConfig:
     ``normalization``: ``weights`` (what the weights were trained with), ``imagenet`` or ``lite``
     ((x-127)/128). ``layers``: ``penultimate`` and/or module names, each global-average-pooled
     and concatenated. ``gpu_resize``: decode in workers, resize+crop on the device (auto: on CUDA).
+    ``activations``: a module name (e.g. ``_blocks.14``): store that module's whole output (C x H x W,
+    as bfloat16) instead of pooled vectors, for heads that fine-tune the layers above it.
     """
 
     model: str = "efficientnet_lite1"  # measured against lite0/lite2 on the dev photos: see README
@@ -30,6 +32,7 @@ class CNNConfig:
     image_size: int | None = None
     resize: int | None = None
     flip_tta: bool = False
+    activations: str | None = None
     precision: str = "auto"
     weights: str | None = runtime_field(None)
     batch_size: int | None = runtime_field(None)
@@ -44,6 +47,8 @@ class CNNConfig:
         check_choice("device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
         if not self.layers:
             raise ValueError("layers must name at least one layer (e.g. penultimate)")
+        if self.activations and (self.flip_tta or tuple(self.layers) != ("penultimate",)):
+            raise ValueError("activations stores one module's output as it is: no flip_tta, no layers")
         for name, value in (("batch_size", self.batch_size), ("image_size", self.image_size), ("resize", self.resize)):  # noqa: E501
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1")
@@ -73,7 +78,9 @@ class CNNExtractor(MapExtractor):
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.precision, self.device, cpu_bf16=True)
         # channels_last pays on both: cuDNN/bf16 on CUDA, and oneDNN on the CPU (1.8x measured on 2 cores).
-        self.net = PooledFeatures(backbone.model, config.layers).to(self.device).to(memory_format=torch.channels_last)
+        net = Activations(backbone.model, config.activations) if config.activations else \
+            PooledFeatures(backbone.model, config.layers)
+        self.net = net.to(self.device).to(memory_format=torch.channels_last)
         # Small CPU batches stay in cache (16 was fastest on the CPU); GPUs want large ones.
         self.batch_size = config.batch_size or (256 if self.device.type == "cuda" else 16)
         self.chunk_size = self.batch_size
@@ -85,7 +92,9 @@ class CNNExtractor(MapExtractor):
         self.forward = torch.compile(self.net) if config.compile else self.net
         self.gpu_resize = config.gpu_resize if config.gpu_resize is not None else self.device.type == "cuda"
         with torch.inference_mode():
-            self._dim = int(self.net(torch.zeros(1, 3, self.crop, self.crop, device=self.device)).shape[1])
+            probe = self.net(torch.zeros(1, 3, self.crop, self.crop, device=self.device))
+        self._tensor_shape = tuple(int(d) for d in probe.shape[1:]) if config.activations else None
+        self._dim = int(np.prod(probe.shape[1:]))
 
     @property
     def dim(self) -> int:
@@ -94,6 +103,10 @@ class CNNExtractor(MapExtractor):
     @property
     def weights_sha256(self) -> str:
         return self._weights_sha
+
+    @property
+    def tensor_shape(self) -> tuple[int, ...] | None:
+        return self._tensor_shape
 
     def describe(self) -> dict:
         return {"device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""), "crop": self.crop,
@@ -109,7 +122,8 @@ class CNNExtractor(MapExtractor):
         return worker_count(self.config.num_workers, self.device, n_items, self.batch_size)
 
     def embed(self, images) -> np.ndarray:
-        return self.forward_features(self._normalize(images)).cpu().numpy()
+        out = self.forward_features(self._normalize(images))
+        return bf16_bits(out) if self._tensor_shape else out.cpu().numpy()
 
     def _normalize(self, images) -> torch.Tensor:
         if self.gpu_resize:

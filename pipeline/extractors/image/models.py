@@ -134,6 +134,35 @@ def load_backbone(model: str, weights: str | None) -> Backbone:
     return backbone
 
 
+class _Reached(Exception):
+    def __init__(self, output: torch.Tensor):
+        self.output = output
+
+
+class Activations(nn.Module):
+    """The output of one named module; the layers after it are not run."""
+
+    def __init__(self, model: nn.Module, name: str):
+        super().__init__()
+        self.model = model
+        modules = dict(model.named_modules())
+        if name not in modules or not name:
+            shown = ", ".join(n for n in modules if n and n.count(".") <= 1)
+            raise UnknownName(f"unknown module {name!r} for activations; modules: {shown}")
+        modules[name].register_forward_hook(self._stop)
+
+    @staticmethod
+    def _stop(module, args, output):
+        raise _Reached(output)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        try:
+            self.model(x)
+        except _Reached as reached:
+            return reached.output
+        raise MmfeatError("the activations module was not reached by the forward pass")
+
+
 class PooledFeatures(nn.Module):
     """Global-average-pooled outputs of chosen layers, concatenated.
 

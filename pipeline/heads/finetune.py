@@ -1,0 +1,164 @@
+"""The ``finetune`` head: the pretrained network's top, rebuilt above the stored activations with its
+pretrained weights, plus a new classifier, trained together on the activations (pretrain -> fine-tune
+without running the lower network again).
+
+A feature set of activations (``cnn`` with ``activations=_blocks.K``) fixes what is tuned: every layer
+above block K (the later blocks, the head convolution and its batch norm). The pretrained layers learn at
+a tenth of the classifier's rate; batch-norm statistics stay frozen (small batches would corrupt them);
+feature maps are flipped left-right at random (the activation of a mirrored image is close to the
+mirrored activation); early stopping keeps the epoch with the lowest validation loss.
+"""
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import MmfeatError
+from ..progress import log
+
+PRETRAINED_LR_FACTOR = 0.1
+
+
+class EfficientNetTop(nn.Module):
+    """EfficientNet(-Lite) blocks ``start``.. + head conv + BN + activation, pooled, then a new Linear."""
+
+    def __init__(self, model: nn.Module, start: int, n_classes: int, dropout: float):
+        super().__init__()
+        self.blocks = nn.ModuleList(model._blocks[start:])
+        self.conv_head, self.bn1, self.act = model._conv_head, model._bn1, model._swish
+        self.start, self.total = start, len(model._blocks)
+        self.drop_connect = model._global_params.drop_connect_rate or 0.0
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(self.conv_head.out_channels, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, block in enumerate(self.blocks):  # stochastic depth as in pretraining, scaled by depth
+            x = block(x, drop_connect_rate=self.drop_connect * (self.start + i) / self.total or None)
+        x = self.act(self.bn1(self.conv_head(x))).mean(dim=(2, 3))
+        return self.fc(self.dropout(x))
+
+    def pretrained_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if not name.startswith("fc.")]
+
+    def train(self, mode: bool = True) -> "EfficientNetTop":
+        super().train(mode)
+        for m in self.modules():  # frozen batch-norm statistics (their affine weights still learn)
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        return self
+
+
+def top_for(provenance: dict, n_classes: int, dropout: float) -> tuple[EfficientNetTop, list[str]]:
+    """The pretrained top above a set's activations, and the names of the tuned layers."""
+    from ..extractors.image.models import LITE_MODELS, load_backbone
+
+    config = provenance.get("config", {})
+    module, model_name = config.get("activations"), config.get("model")
+    if provenance.get("extractor") != "cnn" or not module:
+        raise MmfeatError("head=finetune trains on activations: extract with --extractor cnn --set activations=_blocks.K")
+    if model_name not in LITE_MODELS or not module.startswith("_blocks."):
+        raise MmfeatError(f"head=finetune rebuilds EfficientNet-Lite tops above a block (_blocks.K); got "
+                          f"model={model_name!r} activations={module!r}")
+    model = load_backbone(model_name, config.get("weights"))
+    model.model.requires_grad_(True)
+    start = int(module.split(".")[1]) + 1
+    if start >= len(model.model._blocks) + 1:
+        raise MmfeatError(f"{module} is past the last block")
+    top = EfficientNetTop(model.model, start, n_classes, dropout)
+    tuned = [f"_blocks.{i}" for i in range(start, len(model.model._blocks))] + ["_conv_head", "_bn1"]
+    return top, tuned
+
+
+def train_finetune(sets, data, cfg, head_dir: str) -> dict:
+    """Train the top + classifier on the activation set; the card says which layers were tuned."""
+    from .calibration import fit_temperature
+    from .train import class_weights, finish_card
+
+    if len(sets) != 1 or sets[0].tensor_shape is None:
+        raise MmfeatError("head=finetune takes exactly one activation set (cnn with activations=_blocks.K)")
+    fs = sets[0]
+    shape = fs.tensor_shape
+    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
+    as_maps = lambda x: torch.from_numpy(x.reshape(-1, *shape))  # noqa: E731
+    x, xv = as_maps(data.train.x), as_maps(data.val.x).to(device)
+    y, yv = torch.from_numpy(data.train.y), torch.from_numpy(data.val.y).to(device)
+    k = len(data.classes)
+    torch.manual_seed(cfg.seed)
+    model, tuned = top_for(fs.manifest, k, cfg.dropout)
+    model.to(device)
+    weighting = "none" if cfg.class_weight != "balanced" else "balanced"
+    loss_fn = nn.CrossEntropyLoss(weight=class_weights(data.train.y, k, weighting, device))
+    opt = torch.optim.AdamW([{"params": model.pretrained_parameters(), "lr": cfg.lr * PRETRAINED_LR_FACTOR},
+                             {"params": model.fc.parameters(), "lr": cfg.lr}], weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    batch = max(1, min(cfg.batch_size, 64, -(-len(y) // 8)))
+    best, best_loss, best_epoch, bad, curve = None, float("inf"), 0, 0, []
+    start = time.perf_counter()
+    for epoch in range(1, cfg.max_epochs + 1):
+        model.train()
+        order, total = torch.randperm(len(y), generator=gen), 0.0
+        for i in range(0, len(y), batch):
+            idx = order[i:i + batch]
+            xb = x[idx].to(device)
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            xb[flip.to(device)] = xb[flip.to(device)].flip(-1)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb), y[idx].to(device))
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        val_loss = _evaluate(model, xv, yv, loss_fn)
+        curve.append((epoch, total / len(y), val_loss))
+        log.info("finetune epoch %d: train loss %.4f, validation loss %.4f", epoch, total / len(y), val_loss)
+        if val_loss < best_loss - 1e-5:
+            best, best_loss, best_epoch, bad = copy.deepcopy(model.state_dict()), val_loss, epoch, 0
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    model.load_state_dict(best)
+    model.eval()
+    with torch.no_grad():
+        val_logits = _logits(model, xv)
+        val_acc = float((val_logits.argmax(1) == yv).float().mean())
+        temperature = fit_temperature(val_logits, yv)
+    from .model import Fit
+
+    fit = Fit(model, 0.0, best_loss, val_acc, best_epoch, curve, weighting)
+    seconds = time.perf_counter() - start
+    model.cpu()
+    logits = _logits(model, as_maps(data.test.x))
+    data.report["finetune"] = {"tuned": tuned, "activations": fs.manifest["config"]["activations"],
+                               "model": fs.manifest["config"]["model"], "shape": list(shape),
+                               "pretrained_lr": cfg.lr * PRETRAINED_LR_FACTOR, "head_lr": cfg.lr}
+    empty = np.zeros(0, np.float32)
+    return finish_card(sets, data, cfg, "adamw", [], fs.dim, fit, [fit], temperature, model, None,
+                       seconds, empty, empty, logits, device, head_dir, None)
+
+
+def load_top(card: dict) -> nn.Module:
+    """The card's top (pretrained architecture from the weights package), ready for its tuned tensors."""
+    info = card["data"]["finetune"]
+    provenance = {"extractor": "cnn", "config": {"activations": info["activations"], "model": info["model"]}}
+    return top_for(provenance, len(card["classes"]), float(card["config"].get("dropout", 0.0)))[0]
+
+
+def predict_top(model: nn.Module, x: np.ndarray, shape: list[int], temperature: float) -> np.ndarray:
+    """Class probabilities of activation rows (n, C*H*W) through a fine-tuned top."""
+    logits = _logits(model, torch.from_numpy(np.ascontiguousarray(x).reshape(-1, *shape)))
+    return torch.softmax(logits / temperature, 1).numpy()
+
+
+def _logits(model: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        out = [model(x[i:i + batch]) for i in range(0, len(x), batch)]
+    return torch.cat(out).cpu() if out else torch.zeros(0, model.fc.out_features)
+
+
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn) -> float:
+    return float(loss_fn(_logits(model, x).to(y.device), y)) if len(y) else float("inf")
