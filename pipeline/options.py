@@ -91,7 +91,7 @@ DOCS: dict[str, dict[str, str]] = {
     "HeadConfig": {
         "head": "linear (multinomial logistic regression), mlp, prototype (class means), or finetune (the pretrained top above a cnn activation set, with a new classifier)",
         "solver": "linear head: lbfgs (exact), adamw (mini-batch), auto (lbfgs up to 4 GiB of features)",
-        "hidden": "mlp layer widths",
+        "hidden": "mlp layer widths (default 512); sequence: the convolution's width (default 128)",
         "dropout": "mlp and finetune dropout (before the classifier)",
         "l2_penalties": "the L2 sweep, chosen on validation (sklearn's C = 1/(l2 n))",
         "weight_decay": "AdamW weight decay (mlp, finetune)",

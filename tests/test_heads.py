@@ -216,3 +216,33 @@ def test_streamed_linear_head_matches_the_in_memory_one(store, tmp_path):
     np.testing.assert_allclose(streamed["standardization"]["mean"], whole["standardization"]["mean"], atol=1e-4)
     out = predict(str(tmp_path / "streamed"), name, store)
     assert out["rows"] == len(x) and out["accuracy"] > 0.95
+
+
+def test_sequence_head_on_frame_sequences(tmp_path):
+    """Audio frames (frames=true) train the sequence head: masked conv + attention/mean pooling; padding
+    does not leak into the pooled vector, and predict reads the frames again."""
+    import torch
+
+    from pipeline.extract import extract
+    from pipeline.heads.sequence import SequenceHead
+
+    head = SequenceHead(3, 2, 8, 0.0).eval()
+    x = torch.randn(1, 5, 4)
+    x[..., -1] = 1.0
+    longer = torch.cat([x, torch.zeros(1, 7, 4)], dim=1)  # the same clip with 7 padded frames
+    longer[0, 5:, :3] = 99.0  # garbage under the mask must not matter
+    with torch.no_grad():
+        torch.testing.assert_close(head(x), head(longer))
+    root = str(tmp_path / "st")
+    s = extract("sample_data/audio", "audio", "spectral", {"frames": "true"}, store=root, progress=False,
+                max_reject_fraction=1.0)
+    extract("sample_data/audio", "audio", "spectral", {"frames": "true"}, store=root, progress=False,
+            label_from_name=r"(?P<label>[a-z]+)_", max_reject_fraction=1.0)
+    card = train_head([s["feature_set"]], {"head": "sequence", "max_epochs": "20"}, root, str(tmp_path / "seq"))
+    assert list(card["config"]["hidden"]) == [128] and card["data"]["sequence"]["frame_dim"] == 85
+    assert card["metrics"]["accuracy"] > card["metrics"]["majority_baseline_accuracy"]
+    out = predict(str(tmp_path / "seq"), s["feature_set"], root)
+    assert out["rows"] == card["data"]["joined"]
+    with pytest.raises(MmfeatError, match="frame sequences"):
+        plain = extract("sample_data/audio", "audio", "spectral", {}, store=root, progress=False, max_reject_fraction=1.0)
+        train_head([plain["feature_set"]], {"head": "sequence"}, root, str(tmp_path / "no"))

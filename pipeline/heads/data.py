@@ -29,16 +29,20 @@ class HeadData:
     report: dict  # counts of what was joined, dropped and why
 
 
-def joined_table(sets: list[FeatureSet], missing: str, with_features: bool = True) -> tuple[pa.Table, np.ndarray, dict]:
+def joined_table(sets: list[FeatureSet], missing: str, with_features: bool = True,
+                 column: str = "features") -> tuple[pa.Table, np.ndarray, dict]:
     """Join feature sets on id; returns (id/label/split table, concatenated features, report). Without
-    features (a head that streams them later) the matrix has no columns."""
+    features (a head that streams them later) the matrix has no columns. ``column="frames"`` (one set
+    with frame sequences): padded sequences (n, T, d + 1), the mask in the last channel."""
+    if column == "frames" and (len(sets) != 1 or not sets[0].manifest.get("frame_dim")):
+        raise MmfeatError("a sequence head takes one feature set with frame sequences (extract with --set frames=true)")
     names = {}
     for fs in sets:
         key = (fs.manifest["dataset"], fs.manifest["extractor"])
         if key in names and names[key] != fs.config_id:
             raise MmfeatError(f"feature sets with mixed config_ids: {names[key]} and {fs.config_id} of {key[0]}/{key[1]}")
         names[key] = fs.config_id
-    columns = ["id", "label", "split", "meta"] + (["features"] if with_features else [])
+    columns = ["id", "label", "split", "meta"] + ([column] if with_features else [])
     tables = [fs.table(columns=columns) for fs in sets]
     common = set(tables[0]["id"].to_pylist())
     union = set(common)
@@ -58,7 +62,12 @@ def joined_table(sets: list[FeatureSet], missing: str, with_features: bool = Tru
         index = {v: i for i, v in enumerate(t["id"].to_pylist())}
         rows = pa.array([index[i] for i in order], pa.int64())
         sub = t.take(rows)
-        parts.append(feature_matrix(sub["features"], fs.dim) if with_features else np.zeros((len(order), 0), np.float32))
+        if column == "frames":
+            from .sequence import padded
+
+            parts.append(padded(sub["frames"], fs.manifest["frame_dim"]))
+        else:
+            parts.append(feature_matrix(sub["features"], fs.dim) if with_features else np.zeros((len(order), 0), np.float32))
         if base is None:
             base = sub.select(["id", "label", "split", "meta"])
         elif not sub["split"].equals(base["split"]):

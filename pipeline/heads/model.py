@@ -16,6 +16,10 @@ from .design import forward, is_sparse, to_device
 def build_head(kind: str, dim: int, n_classes: int, hidden: tuple[int, ...], dropout: float) -> nn.Module:
     if kind in ("linear", "prototype"):
         return nn.Linear(dim, n_classes)
+    if kind == "sequence":  # dim counts the mask channel
+        from .sequence import SequenceHead
+
+        return SequenceHead(dim - 1, n_classes, hidden[0], dropout)
     layers: list[nn.Module] = []
     for width in hidden:
         layers += [nn.Linear(dim, width), nn.GELU(), nn.Dropout(dropout)]

@@ -49,10 +49,14 @@ def predict(head_dir: str, feature_sets: list[str] | str, store: str | None = No
     predicted, truth_all = [], []
     writer = None
     try:
-        for table, x in _batches(sets):  # one part file at a time for one set; fused sets joined once
-            if x.shape[1] != card["dim"]:
+        for table, x in _batches(sets, "frames" if card["head"] == "sequence" else "features"):  # per part file
+            if x.shape[-1] != card["dim"]:
                 raise MmfeatError(f"the feature sets give {x.shape[1]} features, the head expects {card['dim']}")
-            if card["head"] == "finetune":
+            if card["head"] == "sequence":
+                from .sequence import predict_sequences
+
+                proba = predict_sequences(model, x, mean, scale, float(card.get("temperature", 1.0)))
+            elif card["head"] == "finetune":
                 from .finetune import predict_top
 
                 proba = predict_top(model, x, card["data"]["finetune"]["shape"], float(card.get("temperature", 1.0)))
@@ -89,11 +93,17 @@ def predict(head_dir: str, feature_sets: list[str] | str, store: str | None = No
     return summary
 
 
-def _batches(sets):
-    """(id/label/meta table, features) batches: per part file for one set, the whole join for several."""
+def _batches(sets, column: str = "features"):
+    """(id/label/meta table, features) batches: per part file for one set, the whole join for several.
+    ``column="frames"``: padded frame sequences with their mask (sequence heads)."""
     if len(sets) == 1:
-        for table in sets[0].iter_tables(["id", "label", "meta", "features"]):
-            yield table, feature_matrix(table["features"], sets[0].dim)
+        for table in sets[0].iter_tables(["id", "label", "meta", column]):
+            if column == "frames":
+                from .sequence import padded
+
+                yield table, padded(table["frames"], sets[0].manifest["frame_dim"])
+            else:
+                yield table, feature_matrix(table["features"], sets[0].dim)
         return
     table, x, _ = joined_table(sets, "drop")
     yield table, x

@@ -38,7 +38,7 @@ class HeadConfig:
 
     head: str = "linear"
     solver: str = "auto"
-    hidden: tuple[int, ...] = (512,)
+    hidden: tuple[int, ...] | None = None  # mlp: (512,); sequence: (128,) (measured, see heads/sequence.py)
     dropout: float = 0.2
     l2_penalties: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
     weight_decay: float = 1e-4
@@ -58,7 +58,7 @@ class HeadConfig:
     memory_gb: float = 4.0  # a linear head on one set whose features exceed this is trained streamed (streamed.py)
 
     def __post_init__(self):
-        check_choice("head", self.head, ("linear", "mlp", "prototype", "finetune"))
+        check_choice("head", self.head, ("linear", "mlp", "prototype", "finetune", "sequence"))
         check_choice("class_weight", self.class_weight, ("auto", "balanced", "none"))
         check_choice("solver", self.solver, ("auto", "lbfgs", "adamw"))
         check_choice("missing", self.missing, ("drop", "error"))
@@ -93,7 +93,8 @@ def train_heads(feature_sets: list[str], labels: list[str] | tuple[str, ...] = (
     st = FeatureStore(store)
     sets = [st.resolve(spec) for spec in feature_sets]
     stream = _streams(sets, cfg)
-    joined = joined_table(sets, cfg.missing, with_features=not stream)
+    joined = joined_table(sets, cfg.missing, with_features=not stream,
+                          column="frames" if cfg.head == "sequence" else "features")
     cards = []
     for label in labels:
         name = "-".join(s.name.replace("/", "_") for s in sets) + (f"-{label}" if label != "label" else "") + \
@@ -112,6 +113,10 @@ def train_heads(feature_sets: list[str], labels: list[str] | tuple[str, ...] = (
                 from .finetune import train_finetune
 
                 cards.append(train_finetune(sets, data, cfg, head_dir))
+            elif cfg.head == "sequence":
+                from .sequence import train_sequence
+
+                cards.append(train_sequence(sets, data, cfg, head_dir))
             else:
                 cards.append(_train_one(sets, data, cfg, head_dir))
         if is_remote(st):  # trained in a local folder; the store gets the run, then its latest.json
@@ -239,6 +244,7 @@ def _refit_on_train_and_val(data, cfg: HeadConfig, l2: float, weighting: str, k:
     return fit.model, mean, std, {"on": "train+val", "rows": len(y_all), "l2": l2_all}
 
 
+MLP_HIDDEN = (512,)
 _MLP_ONLY = ("hidden", "dropout")
 _ADAMW_ONLY = ("weight_decay", "lr", "max_epochs", "patience", "batch_size")
 
@@ -246,16 +252,19 @@ _ADAMW_ONLY = ("weight_decay", "lr", "max_epochs", "patience", "batch_size")
 def _card_config(cfg: HeadConfig, solver: str) -> dict:
     """The settings that made this head (a linear L-BFGS head has no epochs, widths or learning rate)."""
     out = dataclasses.asdict(cfg)
+    if cfg.head == "mlp" and not cfg.hidden:
+        out["hidden"] = list(MLP_HIDDEN)  # what was built
     linear = cfg.head in ("linear", "prototype")
     drop = (_MLP_ONLY if linear else ()) + (_ADAMW_ONLY if linear and (solver == "lbfgs" or cfg.head == "prototype") else ())
     drop += ("l2_penalties", "solver", "class_weight") if cfg.head == "prototype" else ()
     drop += ("l2_penalties", "solver", "hidden", "refit") if cfg.head == "finetune" else ()
+    drop += ("solver", "refit") if cfg.head == "sequence" else ()
     return {k: v for k, v in out.items() if k not in drop}
 
 
 def _seeded_head(cfg: HeadConfig, dim: int, k: int) -> torch.nn.Module:
     torch.manual_seed(cfg.seed)
-    return build_head(cfg.head, dim, k, cfg.hidden, cfg.dropout)
+    return build_head(cfg.head, dim, k, cfg.hidden or MLP_HIDDEN, cfg.dropout)
 
 
 def heads_root(store: FeatureStore) -> str:

@@ -22,7 +22,7 @@ def load_checked(run: str) -> tuple[torch.nn.Module, dict]:
 
         model = load_top(card)
     else:
-        widths = [dim, *(hidden if card["head"] == "mlp" else ()), k]
+        widths = [dim, *(hidden if card["head"] in ("mlp", "sequence") else ()), k]
         params = sum(a * b + b for a, b in zip(widths, widths[1:]))
         if params > MAX_PARAMETERS:
             raise MmfeatError(f"{run}: the card describes {params:,} parameters (> {MAX_PARAMETERS:,}); refusing to load")
@@ -55,8 +55,8 @@ def _card(run: str) -> dict:
     problems = []
     if not isinstance(card, dict):
         raise MmfeatError(f"{path}: the head card is not a JSON object")
-    if card.get("head") not in ("linear", "mlp", "prototype", "finetune"):
-        problems.append("head must be linear, mlp, prototype or finetune")
+    if card.get("head") not in ("linear", "mlp", "prototype", "finetune", "sequence"):
+        problems.append("head must be linear, mlp, prototype, finetune or sequence")
     tuned = card.get("data", {}).get("finetune") if isinstance(card.get("data"), dict) else None
     if card.get("head") == "finetune" and not (isinstance(tuned, dict) and isinstance(tuned.get("activations"), str)
                                                and isinstance(tuned.get("model"), str) and isinstance(tuned.get("shape"), list)):
