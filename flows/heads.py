@@ -19,7 +19,7 @@ def train_task(feature_sets: list[str], labels: list[str], overrides: dict, stor
 
 @flow(name="train-head")
 def train_head_flow(feature_sets: list[str] | str, label: str | list[str] = "label",
-                    head: Literal["linear", "mlp", "prototype", "finetune"] = "linear",
+                    head: Literal["linear", "mlp", "prototype", "finetune", "sequence"] = "linear",
                     overrides: dict[str, str] | None = None, store: str | None = None,
                     out: str | None = None) -> str | list[str]:
     """Train a head on feature sets (joined on id); returns the head card path (one per label).

@@ -55,14 +55,18 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("feature_sets", nargs="+", metavar="FEATURE_SET", help="DATASET/EXTRACTOR[-CONFIGPREFIX]")
     t.add_argument("--label", action="append", default=None,
                    help="label column: 'label' (default) or another manifest column; repeat for several targets")
-    t.add_argument("--head", choices=("linear", "mlp", "prototype", "finetune"), default="linear",
-                   help="finetune: tune the pretrained top above a cnn activation set (--set activations=_blocks.K)")
+    t.add_argument("--head", choices=("linear", "mlp", "prototype", "finetune", "sequence"), default="linear",
+                   help="finetune: tune the pretrained top above a cnn activation set (--set activations=_blocks.K); "
+                        "sequence: frame sequences (--set frames=true)")
     t.add_argument("--group", metavar="COLUMN", help="keep each value of this manifest column in one split (e.g. speaker)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="head config override")
     t.add_argument("--out", help="head directory (default <store>/_heads/<name>)")
     pr = sub.add_parser("predict", parents=[store, as_json], help="apply a head to a feature set")
     pr.add_argument("head_dir", help="a head folder, one of its runs, or the name of a head in the store (`mmfeat heads`)")
     pr.add_argument("feature_sets", nargs="+", metavar="FEATURE_SET")
+    x = sub.add_parser("export", parents=[store, as_json], help="a finetune head's tuned network as cnn weights")
+    x.add_argument("head_dir", help="a finetune head (folder, run or name in the store)")
+    x.add_argument("--out", required=True, help="the weights file to write (.pth): extract --set weights=OUT")
     sub.add_parser("ls", parents=[store, as_json], help="list feature sets")
     sub.add_parser("heads", parents=[store, as_json], help="list the heads in <store>/_heads with their test metrics")
     ds = sub.add_parser("describe", parents=[as_json], help="list extractors, or one extractor's (or 'head') config keys")
@@ -198,6 +202,13 @@ def run(argv: list[str] | None = None) -> int:
             counts = ", ".join(f"{c} {n}" for c, n in sorted(result["predicted_counts"].items(), key=lambda kv: -kv[1])[:10])
             acc = f"; accuracy {result['accuracy']:.4f} on the {result['labelled']} labelled" if "accuracy" in result else ""
             print(f"{result['rows']} predictions ({counts}){acc}\n  {result['path']}")
+    elif args.command == "export":
+        from .heads.finetune import export_weights
+        from .store import FeatureStore
+
+        result = export_weights(args.head_dir, args.out, FeatureStore(args.store) if args.store else None)
+        print(json.dumps(result) if json_out else f"{result['path']}: {result['model']} with "
+              f"{', '.join(result['tuned'])} tuned; extract --set model={result['model']} --set weights={result['path']}")
     elif args.command == "heads":
         from .heads import list_heads
 

@@ -70,3 +70,30 @@ def test_finetune_needs_an_activation_set(tmp_path):
     s = extract(IMAGES, "image", "cnn", {}, store=root, progress=False)
     with pytest.raises(MmfeatError, match="activation set"):
         train_head([s["feature_set"]], {"head": "finetune"}, root, str(tmp_path / "h"))
+
+
+def test_tuned_top_exports_as_extractor_weights(activations, tmp_path):
+    """Close the loop: the tuned network becomes cnn weights; extraction with them gives new features
+    (a new set id through the weights' hash), whose last-block activations feed the rest unchanged."""
+    from pipeline.cli import run
+
+    root, name = activations
+    card = train_head([name], {"head": "finetune", "max_epochs": "4", "patience": "2"}, root, str(tmp_path / "ft"))
+    weights = str(tmp_path / "tuned.pth")
+    assert run(["export", str(tmp_path / "ft"), "--out", weights, "--store", root]) == 0
+    state = torch.load(weights, weights_only=True)
+    from safetensors.torch import load_file
+
+    saved = load_file(card["path"] + "/head.safetensors")
+    torch.testing.assert_close(state["_blocks.20._project_conv.weight"], saved["blocks.0._project_conv.weight"])
+    tuned = extract(IMAGES, "image", "cnn", {"model": "efficientnet_lite1", "weights": weights}, store=root,
+                    dataset="tuned", progress=False)
+    plain = FeatureStore(root).resolve(extract(IMAGES, "image", "cnn", {}, store=root, progress=False)["feature_set"])
+    again = FeatureStore(root).resolve(tuned["feature_set"])
+    assert again.config_id != plain.config_id and again.manifest["weights_sha256"] != plain.manifest["weights_sha256"]
+    assert not np.allclose(again.numpy()[1], plain.numpy()[1])
+    with pytest.raises(MmfeatError, match="no network layers to export"):
+        linear = train_head([plain.name], {}, root, str(tmp_path / "lin"))
+        from pipeline.heads.finetune import export_weights
+
+        export_weights(linear["head_dir"], str(tmp_path / "no.pth"))

@@ -195,3 +195,40 @@ def _logits(model: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor
 
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn) -> float:
     return float(loss_fn(_logits(model, x).to(y.device), y)) if len(y) else float("inf")
+
+
+def export_weights(head_dir: str, out: str, store=None) -> dict:
+    """The backbone with a finetune head's tuned layers in place, as a state_dict file (tensors only,
+    loadable with ``torch.load(weights_only=True)``): ``extract --set model=M --set weights=OUT`` then
+    computes features from the tuned network (a new feature set id, through the weights' hash)."""
+    import os
+
+    from ..extractors.image.models import load_backbone
+    from .artifacts import load_head
+
+    model, card = load_head(head_dir, store)
+    if card["head"] != "finetune":
+        raise MmfeatError(f"{head_dir}: a {card['head']} head has no network layers to export (head=finetune has)")
+    info = card["data"]["finetune"]
+    backbone = load_backbone(info["model"], None).model
+    state = backbone.state_dict()
+    start = int(info["activations"].split(".")[1]) + 1
+    renamed = 0
+    for name, tensor in model.state_dict().items():
+        head, _, rest = name.partition(".")
+        if head == "blocks":
+            index, _, rest = rest.partition(".")
+            key = f"_blocks.{start + int(index)}.{rest}"
+        elif head in ("conv_head", "bn1"):
+            key = f"_{head}.{rest}"
+        else:
+            continue  # the new classifier is not part of the backbone
+        if key not in state or state[key].shape != tensor.shape:
+            raise MmfeatError(f"{name} does not fit {info['model']}'s {key}")
+        state[key] = tensor.clone()
+        renamed += 1
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = out + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, out)
+    return {"path": os.path.abspath(out), "model": info["model"], "tuned_tensors": renamed, "tuned": info["tuned"]}
