@@ -1,9 +1,10 @@
-"""Prefect 3 flows over the mmfeat library: ``extract``, ``train-head`` and ``predict``.
+"""Prefect 3 flows over the mmfeat library: ``extract``, ``train-head``, ``predict`` and ``finetune``.
 
 Thin wrappers: every task is one library call. Run them directly (``extract_flow(...)``), serve them
 (``python -m flows.serve``) or deploy them with ``prefect deploy --all`` (prefect.yaml).
 """
 from flows.extract import extract_flow
+from flows.finetune import finetune_flow
 from flows.heads import predict_flow, train_head_flow
 
-__all__ = ["extract_flow", "train_head_flow", "predict_flow"]
+__all__ = ["extract_flow", "train_head_flow", "predict_flow", "finetune_flow"]

@@ -138,3 +138,15 @@ def test_a_run_that_changes_nothing_triggers_nothing(harness, tmp_path):
     again = extract_flow(manifest, "text", "test-hash", store=store, return_state=True)
     assert first.name == "Completed" and again.is_completed() and again.name == "Unchanged"
     assert again.message == first.message  # still names the feature set
+
+
+def test_finetune_flow_extracts_activations_tunes_and_exports(harness, tmp_path):
+    from flows import finetune_flow
+
+    store = str(tmp_path / "st")
+    weights = str(tmp_path / "tuned.pth")
+    card = finetune_flow(os.path.join(SAMPLE, "images"), overrides={"max_epochs": "3"}, store=store, export_to=weights)
+    assert card.endswith("head.json") and os.path.exists(weights)
+    import json
+
+    assert json.load(open(card))["data"]["finetune"]["tuned"][0] == "_blocks.20"
