@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 logging.getLogger("mmfeat").setLevel(logging.ERROR)
-from quality import wilson  # noqa: E402  (benchmarks/ is the script's folder)
+from quality import print_table, wilson  # noqa: E402  (benchmarks/ is the script's folder)
 
 RUNS = [("frozen penultimate + linear head", {}, {}),
         ("fine-tuned top: last block + head conv", {"activations": "_blocks.19"}, {"head": "finetune"}),
@@ -73,12 +73,8 @@ def main() -> None:
                          f"{time.perf_counter() - start:.1f}"))
             print(rows[-1], file=sys.stderr, flush=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\nfine-tuning from stored activations; {platform.machine()}, {os.cpu_count()} cores, no GPU; "
-          f"peak RSS {peak:.0f} MiB\n")
-    print("| photos | features + head | test accuracy (95% CI) | extract s | train s |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
+    print_table(f"fine-tuning from stored activations; {platform.machine()}, {os.cpu_count()} cores, no GPU; "
+                f"peak RSS {peak:.0f} MiB", "photos", rows)
 
 
 if __name__ == "__main__":

@@ -140,8 +140,14 @@ def main() -> None:
         if modality == "text":
             for recipe, acc, seconds in text_recipes(manifest):
                 rows.append((name, recipe, wilson(acc, card["metrics"]["n_test"]), "", f"{seconds:.1f}"))
-    print(f"\nmmfeat quality on the dev sets; {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}\n")
-    print("| dataset | features + head | test accuracy (95% CI) | extract s | train s |")
+    print_table(f"mmfeat quality on the dev sets; {platform.machine()}, {os.cpu_count()} cores, python "
+                f"{platform.python_version()}", "dataset", rows)
+
+
+def print_table(title: str, first: str, rows) -> None:
+    """A titled Markdown table: ``first``, features + head, accuracy (95% CI), extract s, train s."""
+    print(f"\n{title}\n")
+    print(f"| {first} | features + head | test accuracy (95% CI) | extract s | train s |")
     print("|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")

@@ -13,7 +13,6 @@ Measured without the probe start (random classifier, lr/10 and lr): 1-4 points u
 """
 from __future__ import annotations
 
-import copy
 import time
 
 import numpy as np
@@ -22,6 +21,7 @@ from torch import nn
 
 from ..errors import MmfeatError
 from ..progress import log
+from .model import EarlyStopping, Fit
 
 PRETRAINED_LR_FACTOR, HEAD_LR_FACTOR = 1 / 30, 1 / 10
 
@@ -107,9 +107,8 @@ def train_finetune(sets, data, cfg, head_dir: str) -> dict:
                             weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     batch = max(1, min(cfg.batch_size, 64, -(-len(y) // 8)))
-    best, best_epoch, bad = copy.deepcopy(model.state_dict()), 0, 0
-    best_loss = _evaluate(model, xv, yv, loss_fn)  # epoch 0: the linear probe on the pretrained top
-    curve = [(0, float("nan"), best_loss)]
+    stopping = EarlyStopping(model, cfg.patience, _evaluate(model, xv, yv, loss_fn))  # epoch 0: the probe
+    curve = [(0, float("nan"), stopping.loss)]
     start = time.perf_counter()
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
@@ -127,21 +126,16 @@ def train_finetune(sets, data, cfg, head_dir: str) -> dict:
         val_loss = _evaluate(model, xv, yv, loss_fn)
         curve.append((epoch, total / len(y), val_loss))
         log.info("finetune epoch %d: train loss %.4f, validation loss %.4f", epoch, total / len(y), val_loss)
-        if val_loss < best_loss - 1e-5:
-            best, best_loss, best_epoch, bad = copy.deepcopy(model.state_dict()), val_loss, epoch, 0
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
-    model.load_state_dict(best)
+        if stopping.update(model, epoch, val_loss):
+            break
+    model.load_state_dict(stopping.best)
     model.eval()
     with torch.no_grad():
         val_logits = _logits(model, xv)
         val_acc = float((val_logits.argmax(1) == yv).float().mean())
         temperature = fit_temperature(val_logits, yv)
-    from .model import Fit
 
-    fit = Fit(model, 0.0, best_loss, val_acc, best_epoch, curve, weighting)
+    fit = Fit(model, 0.0, stopping.loss, val_acc, stopping.epoch, curve, weighting)
     seconds = time.perf_counter() - start
     model.cpu()
     logits = _logits(model, as_maps(data.test.x))

@@ -38,6 +38,23 @@ class Fit:
     weighting: str = "none"  # the class weighting it was fitted with
 
 
+class EarlyStopping:
+    """The weights of the epoch with the lowest validation loss, and when to stop: ``patience`` epochs
+    without a better one (an improvement must beat the best by more than 1e-5)."""
+
+    def __init__(self, model: nn.Module, patience: int, loss: float = float("inf")):
+        self.best = copy.deepcopy(model.state_dict())
+        self.loss, self.epoch, self.bad, self.patience = loss, 0, 0, patience
+
+    def update(self, model: nn.Module, epoch: int, val_loss: float) -> bool:
+        """Record an epoch; True when training should stop."""
+        if val_loss < self.loss - 1e-5:
+            self.best, self.loss, self.epoch, self.bad = copy.deepcopy(model.state_dict()), val_loss, epoch, 0
+            return False
+        self.bad += 1
+        return self.bad >= self.patience
+
+
 _last_epoch_log = [0.0]
 
 
@@ -59,7 +76,7 @@ def fit_one(model: nn.Module, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
     loss_fn = nn.CrossEntropyLoss(weight=class_weight)
-    best, best_loss, best_epoch, bad_epochs, curve = None, float("inf"), 0, 0, []
+    stopping, curve = EarlyStopping(model, cfg.patience), []
     n = len(y)
     # Small training sets still get enough optimizer steps per epoch (at least ~8) to converge.
     batch_size = max(1, min(cfg.batch_size, -(-n // 8)))
@@ -77,18 +94,14 @@ def fit_one(model: nn.Module, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor
         val_loss = evaluate_loss(model, xv, yv, loss_fn)
         curve.append((epoch, total / n, val_loss))
         _log_epoch(epoch, f"l2={l2:g}: train loss {total / n:.4f}, validation loss {val_loss:.4f}")
-        if val_loss < best_loss - 1e-5:
-            best, best_loss, best_epoch, bad_epochs = copy.deepcopy(model.state_dict()), val_loss, epoch, 0
-        else:
-            bad_epochs += 1
-            if bad_epochs >= cfg.patience:
-                break
-            _decay_on_plateau(opt, bad_epochs)
-    model.load_state_dict(best)
+        if stopping.update(model, epoch, val_loss):
+            break
+        _decay_on_plateau(opt, stopping.bad)
+    model.load_state_dict(stopping.best)
     model.eval()
     with torch.no_grad():
         acc = float((model(xv).argmax(1) == yv).float().mean()) if len(yv) else float("nan")
-    return Fit(model, l2, best_loss, acc, best_epoch, curve)
+    return Fit(model, l2, stopping.loss, acc, stopping.epoch, curve)
 
 
 def fit_linear_sweep(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, k: int,
