@@ -34,6 +34,7 @@ DOCS: dict[str, dict[str, str]] = {
         "long_texts": "window (overlapping windows, averaged) or truncate",
         "window_overlap": "tokens shared by consecutive windows",
         "max_chars": "longer texts are rejected (too_long)",
+        "frames": "also store each text's last-layer token states (tokens x dim) as frames, for --head sequence",
         "precision": "auto (bf16 on CUDA and on CPUs with native bf16), fp32, bf16, fp16",
         "batch_size": "windows per forward pass (default 512 on CUDA, 16 on the CPU)",
         "device": "auto, cpu, cuda or cuda:N",

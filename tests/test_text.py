@@ -124,3 +124,26 @@ def test_word2vec_epochs_follow_the_corpus_size(store):
     s = extract(os.path.join(SAMPLE, "texts.jsonl"), "text", "word2vec", {"min_count": "1"}, store=store)
     training = FeatureStore(store).resolve(s["feature_set"]).manifest["runtime"]["training"]
     assert training["epochs"] == auto_epochs(training["corpus_words"]) == 100
+
+
+def test_token_states_are_stored_as_frames_for_sequence_heads(tmp_path):
+    from pipeline.extract import extract
+    from pipeline.heads import train_head
+    from pipeline.store import FeatureStore
+
+    root = str(tmp_path / "st")
+    s = extract("sample_data/texts.jsonl", "text", "bert", {"frames": "true"}, store=root, progress=False)
+    fs = FeatureStore(root).resolve(s["feature_set"])
+    t = fs.table(columns=["id", "features", "frames"])
+    plain = BertExtractor(BertConfig())
+    text = "And was goal season referee in striker the referee final match"
+    tokens = plain.tokenizer(text)["input_ids"]
+    ext = BertExtractor(BertConfig(frames=True))
+    r = ext.extract(ItemBatch(["a"], [text], "text"))
+    assert r.sequences[0].shape == (len(tokens), 384)  # every token, [CLS] and [SEP] included
+    np.testing.assert_allclose(r.features, plain.extract(ItemBatch(["a"], [text], "text")).features, atol=1e-6)
+    assert fs.manifest["frame_dim"] == 384 and len(t["frames"][0]) > 2
+    card = train_head([s["feature_set"]], {"head": "sequence", "max_epochs": "15"}, root, str(tmp_path / "seq"))
+    assert card["metrics"]["accuracy"] > card["metrics"]["majority_baseline_accuracy"]
+    with pytest.raises(MmfeatError, match="over memory_gb"):
+        train_head([s["feature_set"]], {"head": "sequence", "memory_gb": "0.0001"}, root, str(tmp_path / "big"))

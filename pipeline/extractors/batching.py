@@ -59,8 +59,10 @@ class MapExtractor(Extractor):
         decoded item. It raises ``BadInput`` for a bad item and runs in worker processes."""
 
     @abc.abstractmethod
-    def embed(self, decoded: Any) -> np.ndarray | tuple[np.ndarray, dict[int, BadInput]]:
-        """Features (len(decoded), dim) of a collated batch; optionally with per-position rejects."""
+    def embed(self, decoded: Any) -> np.ndarray | tuple:
+        """Features (len(decoded), dim) of a collated batch; optionally ``(features, rejects)`` with
+        per-position rejects, or ``(features, rejects, sequences)`` with a (t, frame_dim) array per
+        position for extractors that store frame sequences (``frame_dim``)."""
 
     @staticmethod
     def collate(decoded: list[Any]) -> Any:
@@ -82,6 +84,7 @@ class MapExtractor(Extractor):
             worker_init_fn=_worker_init if workers else None, prefetch_factor=4 if workers else None, multiprocessing_context=loader_context() if workers else None)
         features = _Rows(n, self.dim, self.sparse, np.uint16 if self.tensor_shape else np.float32)
         ok = np.zeros(n, bool)
+        sequences: dict[int, np.ndarray] = {}
         rejects: list[Reject] = []
         for index, decoded, bad in loader:
             rejects += [Reject.from_error(i, err) for i, err in bad]
@@ -89,14 +92,17 @@ class MapExtractor(Extractor):
             if not len(index):
                 continue
             out = self.embed(decoded)
-            out, failed = out if isinstance(out, tuple) else (out, {})
+            out, failed, seqs = (out + (None,) * (3 - len(out))) if isinstance(out, tuple) else (out, {}, None)
             rejects += [Reject.from_error(int(index[j]), err) for j, err in failed.items()]
             good = np.setdiff1d(np.arange(len(index)), np.fromiter(failed, np.int64, len(failed)))
             features.put(index[good], out[good] if len(good) < len(index) else out)
+            if seqs is not None:
+                sequences.update((int(index[j]), seqs[j]) for j in good)
             ok[index[good]] = True
             advance(len(index))
         keep = np.flatnonzero(ok)
-        return BatchResult(features.take(keep), keep, sorted(rejects, key=lambda r: r.index))
+        return BatchResult(features.take(keep), keep, sorted(rejects, key=lambda r: r.index),
+                           sequences=[sequences[i] for i in keep] if self.frame_dim else None)
 
 
 class _Rows:

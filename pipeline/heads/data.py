@@ -30,7 +30,7 @@ class HeadData:
 
 
 def joined_table(sets: list[FeatureSet], missing: str, with_features: bool = True,
-                 column: str = "features") -> tuple[pa.Table, np.ndarray, dict]:
+                 column: str = "features", max_bytes: float | None = None) -> tuple[pa.Table, np.ndarray, dict]:
     """Join feature sets on id; returns (id/label/split table, concatenated features, report). Without
     features (a head that streams them later) the matrix has no columns. ``column="frames"`` (one set
     with frame sequences): padded sequences (n, T, d + 1), the mask in the last channel."""
@@ -65,7 +65,7 @@ def joined_table(sets: list[FeatureSet], missing: str, with_features: bool = Tru
         if column == "frames":
             from .sequence import padded
 
-            parts.append(padded(sub["frames"], fs.manifest["frame_dim"]))
+            parts.append(padded(sub["frames"], fs.manifest["frame_dim"], max_bytes))
         else:
             parts.append(feature_matrix(sub["features"], fs.dim) if with_features else np.zeros((len(order), 0), np.float32))
         if base is None:

@@ -46,14 +46,20 @@ class SequenceHead(nn.Module):
         return self.out(self.dropout(torch.cat([mean, pooled], dim=1)))
 
 
-def padded(frames: pa.ChunkedArray | pa.Array, frame_dim: int, max_frames: int | None = None) -> np.ndarray:
-    """list<fixed_size_list<float32>[d]> -> (n, T, d + 1) float32, zero-padded, mask in the last channel."""
+def padded(frames: pa.ChunkedArray | pa.Array, frame_dim: int, max_bytes: float | None = None) -> np.ndarray:
+    """list<fixed_size_list<float32>[d]> -> (n, T, d + 1) float32, zero-padded, mask in the last channel
+    (T: the longest sequence). Refused when that would exceed ``max_bytes`` (long documents' tokens)."""
     array = frames.combine_chunks() if isinstance(frames, pa.ChunkedArray) else frames
     if array.null_count:
         raise MmfeatError("some rows have no frame sequence: extract with --set frames=true")
     offsets = array.offsets.to_numpy()
     lengths = np.diff(offsets)
-    t = int(max_frames or (lengths.max() if len(lengths) else 1))
+    t = int(lengths.max() if len(lengths) else 1)
+    size = len(lengths) * t * (frame_dim + 1) * 4
+    if max_bytes is not None and size > max_bytes:
+        raise MmfeatError(f"padded sequences would take {size / 2**30:.1f} GiB ({len(lengths)} rows x {t} frames x "
+                          f"{frame_dim}), over memory_gb: sequence heads are for short sequences (clips, sentences); "
+                          "use the pooled features, or raise memory_gb")
     values = array.values.flatten().to_numpy(zero_copy_only=False).reshape(-1, frame_dim)
     out = np.zeros((len(lengths), t, frame_dim + 1), np.float32)
     for i, (start, n) in enumerate(zip(offsets[:-1], lengths)):

@@ -94,7 +94,7 @@ def train_heads(feature_sets: list[str], labels: list[str] | tuple[str, ...] = (
     sets = [st.resolve(spec) for spec in feature_sets]
     stream = _streams(sets, cfg)
     joined = joined_table(sets, cfg.missing, with_features=not stream,
-                          column="frames" if cfg.head == "sequence" else "features")
+                          column="frames" if cfg.head == "sequence" else "features", max_bytes=cfg.memory_gb * 2**30)
     cards = []
     for label in labels:
         name = "-".join(s.name.replace("/", "_") for s in sets) + (f"-{label}" if label != "label" else "") + \

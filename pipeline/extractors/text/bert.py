@@ -34,6 +34,7 @@ class BertConfig:
     long_texts: str = "window"
     window_overlap: int = 32
     max_chars: int = 1_000_000
+    frames: bool = False  # also store each text's last-layer token states (tokens x dim), for sequence heads
     precision: str = "auto"
     batch_size: int | None = runtime_field(None)
     device: str = runtime_field("auto")
@@ -106,9 +107,11 @@ class BertExtractor(MapExtractor):
         return out, np.array(owner, dtype=np.int64)
 
     def encode(self, windows: list[np.ndarray]) -> np.ndarray:
-        """Pooled embeddings of token windows: sorted by length, batched, dynamically padded."""
+        """Pooled embeddings of token windows: sorted by length, batched, dynamically padded. With
+        ``frames``, ``self.token_states`` then holds each window's last-layer states (tokens, dim)."""
         order = np.argsort([len(w) for w in windows], kind="stable")
         out = np.zeros((len(windows), self.dim), np.float32)
+        self.token_states = [None] * len(windows)
         pad = self.tokenizer.pad_token_id or 0
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
@@ -118,13 +121,17 @@ class BertExtractor(MapExtractor):
             for row, i in enumerate(idx):
                 ids[row, :len(windows[i])] = windows[i]
                 mask[row, :len(windows[i])] = 1
-            out[idx] = self._forward(torch.from_numpy(ids), torch.from_numpy(mask))
+            out[idx] = self._forward(torch.from_numpy(ids), torch.from_numpy(mask), idx)
         return out
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, windows: np.ndarray) -> np.ndarray:
         ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
         with torch.inference_mode(), autocast(self.device, self.dtype):
             hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+        if self.config.frames:
+            states, lengths = hidden.cpu().numpy(), mask.sum(1).cpu().numpy()
+            for row, w in enumerate(windows):
+                self.token_states[w] = states[row, :lengths[row]]
         m = mask.unsqueeze(-1).to(hidden.dtype)
         if self.config.pooling == "cls":
             pooled = hidden[:, 0]
@@ -145,7 +152,15 @@ class BertExtractor(MapExtractor):
         features = sums / np.bincount(owner, minlength=len(texts))[:, None]
         if self.config.normalize:
             features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-        return features.astype(np.float32)
+        if not self.config.frames:
+            return features.astype(np.float32)
+        per_text = [np.concatenate([self.token_states[w] for w in np.flatnonzero(owner == t)])  # windows in order
+                    for t in range(len(texts))]
+        return features.astype(np.float32), {}, per_text
+
+    @property
+    def frame_dim(self) -> int | None:
+        return self.dim if self.config.frames else None
 
 
 def _load_encoder(auto_model, model_dir: str):
