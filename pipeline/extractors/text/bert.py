@@ -124,11 +124,11 @@ class BertExtractor(MapExtractor):
             out[idx] = self._forward(torch.from_numpy(ids), torch.from_numpy(mask), idx)
         return out
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, windows: np.ndarray) -> np.ndarray:
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, windows: np.ndarray | None = None) -> np.ndarray:
         ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
         with torch.inference_mode(), autocast(self.device, self.dtype):
             hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
-        if self.config.frames:
+        if self.config.frames and windows is not None:
             states, lengths = hidden.cpu().numpy(), mask.sum(1).cpu().numpy()
             for row, w in enumerate(windows):
                 self.token_states[w] = states[row, :lengths[row]]
