@@ -203,6 +203,7 @@ def test_streamed_linear_head_matches_the_in_memory_one(store, tmp_path):
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
+    y = [None if i % 40 == 0 else v for i, v in enumerate(y)]  # unlabelled rows are skipped by both paths
     name = _set(store, "digits-streamed", x, y)
     whole = train_head([name], {}, store, str(tmp_path / "whole"))
     tiny = 1e-4  # GiB: 1,797 x 64 float32 (0.46 MB) x 4 copies is over it; chunks of 1,024 rows
@@ -214,6 +215,7 @@ def test_streamed_linear_head_matches_the_in_memory_one(store, tmp_path):
     assert abs(streamed["metrics"]["accuracy"] - whole["metrics"]["accuracy"]) <= 0.006
     assert streamed["refit"]["rows"] == whole["refit"]["rows"]
     np.testing.assert_allclose(streamed["standardization"]["mean"], whole["standardization"]["mean"], atol=1e-4)
+    assert streamed["data"]["unlabelled_dropped"] == whole["data"]["unlabelled_dropped"] == 45
     out = predict(str(tmp_path / "streamed"), name, store)
     assert out["rows"] == len(x) and out["accuracy"] > 0.95
 

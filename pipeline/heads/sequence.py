@@ -61,11 +61,12 @@ def padded(frames: pa.ChunkedArray | pa.Array, frame_dim: int, max_bytes: float 
                           f"{frame_dim}), over memory_gb: sequence heads are for short sequences (clips, sentences); "
                           "use the pooled features, or raise memory_gb")
     values = array.values.flatten().to_numpy(zero_copy_only=False).reshape(-1, frame_dim)
+    values = values[offsets[0]:offsets[-1]]
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    steps = np.arange(len(rows)) - np.repeat(offsets[:-1] - offsets[0], lengths)
     out = np.zeros((len(lengths), t, frame_dim + 1), np.float32)
-    for i, (start, n) in enumerate(zip(offsets[:-1], lengths)):
-        n = min(int(n), t)
-        out[i, :n, :frame_dim] = values[start - offsets[0]:start - offsets[0] + n]
-        out[i, :n, frame_dim] = 1.0
+    out[rows, steps, :frame_dim] = values
+    out[rows, steps, frame_dim] = 1.0
     return out
 
 

@@ -16,6 +16,7 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch import nn
 
@@ -51,23 +52,24 @@ def feature_bytes(fs) -> int:
 def spill(fs, joined_meta, label: str, cfg, folder: str) -> tuple[HeadData, dict[str, Spilled]]:
     """Splits decided on ids/labels only (as in memory), then the features written split by split."""
     data = load_head_data(joined_meta, label, cfg.seed, cfg.val_fraction, cfg.test_fraction, cfg.group)
-    where = {}
-    for name in ("train", "val", "test"):
-        part = getattr(data, name)
-        where.update({i: (name, y) for i, y in zip(part.ids, part.y)})
-    files = {name: open(os.path.join(folder, f"{name}.f32"), "wb") for name in ("train", "val", "test")}
-    order: dict[str, tuple[list, list]] = {name: ([], []) for name in files}
+    names = ("train", "val", "test")
+    ids = pa.array(np.concatenate([getattr(data, n).ids for n in names]), pa.string())
+    split_of = np.concatenate([np.full(len(getattr(data, n).ids), k) for k, n in enumerate(names)])
+    label_of = np.concatenate([getattr(data, n).y for n in names])
+    files = {name: open(os.path.join(folder, f"{name}.f32"), "wb") for name in names}
+    order: dict[str, tuple[list, list]] = {name: ([], []) for name in names}
     try:
         for part in fs.iter_tables(["id", "features"]):  # one shard in memory at a time
             x = feature_matrix(part["features"], fs.dim)
-            placed = [where.get(i) for i in part["id"].to_pylist()]
-            for name, f in files.items():
-                rows = np.array([k for k, p in enumerate(placed) if p is not None and p[0] == name], np.int64)
+            found = pc.index_in(part["id"], value_set=ids)  # null: a row without a label (not trained on)
+            placed = found.is_valid().to_numpy(zero_copy_only=False)
+            at = pc.fill_null(found, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+            for k, name in enumerate(names):
+                rows = np.flatnonzero(placed & (split_of[at] == k))
                 if len(rows):
-                    np.ascontiguousarray(x[rows]).tofile(f)
-                    ids = part["id"].take(pa.array(rows)).to_pylist()
-                    order[name][0].extend(ids)
-                    order[name][1].extend(where[i][1] for i in ids)
+                    np.ascontiguousarray(x[rows]).tofile(files[name])
+                    order[name][0].extend(part["id"].take(pa.array(rows)).to_pylist())
+                    order[name][1].extend(label_of[at[rows]].tolist())
     finally:
         for f in files.values():
             f.close()
@@ -139,7 +141,7 @@ def lbfgs_path(train: Stream, val: Stream, k: int, class_weight: torch.Tensor | 
             penalty = 0.5 * l2 * w.square().sum()
             penalty.backward()
             evaluations[0] += 1
-            return torch.tensor(loss + float(penalty))
+            return torch.tensor(loss + float(penalty.detach()))
 
         opt.step(objective)
         with torch.no_grad():
