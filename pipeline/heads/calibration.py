@@ -21,7 +21,7 @@ def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
         return loss
 
     opt.step(objective)
-    t = float(log_t.exp())
+    t = float(log_t.detach().exp())
     return t if np.isfinite(t) and 1e-2 <= t <= 1e2 else 1.0
 
 
