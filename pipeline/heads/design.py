@@ -50,7 +50,6 @@ def standardization(x, blocks: list[dict]) -> tuple[np.ndarray, np.ndarray]:
         end = start + block["dim"]
         if not block["sparse"]:
             part = x[:, start:end].toarray()
-            mean[start:end] = 0.0
             std[start:end] = np.maximum(part.std(0), 1e-6) * np.sqrt(block["dim"])
         start = end
     return mean, std

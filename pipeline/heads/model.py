@@ -173,8 +173,7 @@ def fit_linear_lbfgs(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: tor
     loss_fn = nn.CrossEntropyLoss(weight=class_weight)
     fits = {}
     for l2 in sorted(set(l2s), reverse=True):
-        opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, max_eval=2 * max_iter, tolerance_grad=1e-6,
-                                tolerance_change=1e-9, history_size=20, line_search_fn="strong_wolfe")
+        opt = lbfgs([w, b], max_iter)
         curve: list[tuple[int, float, float]] = []
 
         def objective():
@@ -192,6 +191,12 @@ def fit_linear_lbfgs(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: tor
         log.info("linear head, l2=%g: validation accuracy %.4f, loss %.4f (%d L-BFGS evaluations)", l2, acc,
                  fits[l2].val_loss, len(curve))
     return [fits[l2] for l2 in l2s]
+
+
+def lbfgs(params: list[torch.Tensor], max_iter: int) -> torch.optim.LBFGS:
+    """The full-batch L-BFGS of the linear heads (in memory and streamed): tight tolerances, strong Wolfe."""
+    return torch.optim.LBFGS(params, lr=1, max_iter=max_iter, max_eval=2 * max_iter, tolerance_grad=1e-6,
+                             tolerance_change=1e-9, history_size=20, line_search_fn="strong_wolfe")
 
 
 def fit_prototypes(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, k: int) -> Fit:

@@ -113,7 +113,7 @@ class Stream:
 def lbfgs_path(train: Stream, val: Stream, k: int, class_weight: torch.Tensor | None, l2s, max_iter: int = 500):
     """``model.fit_linear_lbfgs`` over streamed chunks: each evaluation is one pass, the weighted-mean
     cross-entropy and its gradient summed chunk by chunk (one chunk's graph alive at a time)."""
-    from .model import Fit, _linear
+    from .model import Fit, _linear, lbfgs
 
     dim = train.parts[0].dim
     w = torch.zeros(dim, k, device=train.device, requires_grad=True)
@@ -131,8 +131,7 @@ def lbfgs_path(train: Stream, val: Stream, k: int, class_weight: torch.Tensor | 
 
     fits = {}
     for l2 in sorted(set(l2s), reverse=True):
-        opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, max_eval=2 * max_iter, tolerance_grad=1e-6,
-                                tolerance_change=1e-9, history_size=20, line_search_fn="strong_wolfe")
+        opt = lbfgs([w, b], max_iter)
         evaluations = [0]
 
         def objective():

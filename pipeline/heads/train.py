@@ -147,7 +147,7 @@ def _train_one(sets, data, cfg: HeadConfig, head_dir: str) -> dict:
                           f"train the linear head with the lbfgs solver; head={cfg.head} solver={cfg.solver} needs dense features")
     blocks = data.report["blocks"]
     mean, std = standardization(data.train.x, blocks)
-    x, xv = to_device(data.train.x, mean, std, device), to_device(data.val.x, mean, std, device)
+    x, xv = to_device(data.train.x, mean, std, device), to_device(data.val.x, mean, std, device, train=False)
     y, yv = torch.from_numpy(data.train.y).to(device), torch.from_numpy(data.val.y).to(device)
     k = len(data.classes)
     start = time.perf_counter()

@@ -106,12 +106,12 @@ class BertExtractor(MapExtractor):
                 owner.append(t)
         return out, np.array(owner, dtype=np.int64)
 
-    def encode(self, windows: list[np.ndarray]) -> np.ndarray:
-        """Pooled embeddings of token windows: sorted by length, batched, dynamically padded. With
-        ``frames``, ``self.token_states`` then holds each window's last-layer states (tokens, dim)."""
+    def encode(self, windows: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """Pooled embeddings of token windows (sorted by length, batched, dynamically padded) and, with
+        ``frames``, each window's last-layer token states (tokens, dim)."""
         order = np.argsort([len(w) for w in windows], kind="stable")
         out = np.zeros((len(windows), self.dim), np.float32)
-        self.token_states = [None] * len(windows)
+        states: list[np.ndarray] | None = [None] * len(windows) if self.config.frames else None
         pad = self.tokenizer.pad_token_id or 0
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
@@ -121,17 +121,20 @@ class BertExtractor(MapExtractor):
             for row, i in enumerate(idx):
                 ids[row, :len(windows[i])] = windows[i]
                 mask[row, :len(windows[i])] = 1
-            out[idx] = self._forward(torch.from_numpy(ids), torch.from_numpy(mask), idx)
-        return out
+            out[idx], batch_states = self._forward(torch.from_numpy(ids), torch.from_numpy(mask), states is not None)
+            for row, w in enumerate(idx if states is not None else ()):
+                states[w] = batch_states[row]
+        return out, states
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, windows: np.ndarray | None = None) -> np.ndarray:
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, keep_states: bool = False):
+        """(pooled embeddings, each row's token states without padding, or None)."""
         ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
         with torch.inference_mode(), autocast(self.device, self.dtype):
             hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
-        if self.config.frames and windows is not None:
-            states, lengths = hidden.cpu().numpy(), mask.sum(1).cpu().numpy()
-            for row, w in enumerate(windows):
-                self.token_states[w] = states[row, :lengths[row]]
+        states = None
+        if keep_states:
+            rows, lengths = hidden.cpu().numpy(), mask.sum(1).cpu().numpy()
+            states = [rows[r, :n] for r, n in enumerate(lengths)]
         m = mask.unsqueeze(-1).to(hidden.dtype)
         if self.config.pooling == "cls":
             pooled = hidden[:, 0]
@@ -139,14 +142,14 @@ class BertExtractor(MapExtractor):
             pooled = hidden.masked_fill(m == 0, float("-inf")).amax(dim=1)
         else:
             pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-        return pooled.cpu().numpy()
+        return pooled.cpu().numpy(), states
 
     def decoder(self, kind: str):
         return functools.partial(read_text, kind=kind, max_chars=self.config.max_chars)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         windows, owner = self.windows(texts)
-        pooled = self.encode(windows)
+        pooled, states = self.encode(windows)
         sums = np.zeros((len(texts), self.dim), np.float64)
         np.add.at(sums, owner, pooled)
         features = sums / np.bincount(owner, minlength=len(texts))[:, None]
@@ -154,8 +157,8 @@ class BertExtractor(MapExtractor):
             features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
         if not self.config.frames:
             return features.astype(np.float32)
-        per_text = [np.concatenate([self.token_states[w] for w in np.flatnonzero(owner == t)])  # windows in order
-                    for t in range(len(texts))]
+        bounds = np.searchsorted(owner, np.arange(len(texts) + 1))  # windows come text by text, in order
+        per_text = [np.concatenate(states[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
         return features.astype(np.float32), {}, per_text
 
     @property
