@@ -105,3 +105,29 @@ def test_fused_blocks_weigh_alike_after_standardization():
     sparse_norm = np.mean(sp.linalg.norm(z[:, :2000], axis=1) ** 2)
     dense_var = np.mean(np.sum((z[:, 2000:].toarray() - z[:, 2000:].toarray().mean(0)) ** 2, axis=1))
     assert abs(sparse_norm - 1) < 0.05 and abs(dense_var - 1) < 1e-3  # each block's rows weigh about 1
+
+
+def test_two_runs_fitting_the_same_state_at_once_both_succeed(tmp_path):
+    """Both write the state under their own staging name and rename it into place (a shared '.tmp'
+    name made the slower run fail with FileNotFoundError)."""
+    import threading
+
+    from pipeline.registry import Corpus, create_extractor
+
+    texts = [t for t in _texts().values() if t.strip()] * 20
+    folder = str(tmp_path / "state")
+    extractors = [create_extractor("tfidf") for _ in range(4)]
+    errors = []
+
+    def fit(ext):
+        try:
+            ext.fit_corpus(Corpus(texts, "text"), folder)
+        except Exception as exc:  # noqa: BLE001  (collected, asserted below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fit, args=(e,)) for e in extractors]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len({e.weights_sha256 for e in extractors}) == 1

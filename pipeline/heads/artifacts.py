@@ -4,14 +4,11 @@ from __future__ import annotations
 import json
 import os
 
-import pyarrow.fs as pafs
 import torch
 
 from ..errors import MmfeatError
 from ..store import files
 from . import report
-
-LOCAL = pafs.LocalFileSystem()  # heads are local folders
 
 
 def save_head(head_dir: str, model: torch.nn.Module, card: dict, curve, y_true, y_pred, classes) -> str:
@@ -38,7 +35,7 @@ def save_head(head_dir: str, model: torch.nn.Module, card: dict, curve, y_true, 
         mode = 0o666 & ~_umask()
         for name in os.listdir(staging):  # safetensors writes 0600; the rest of a head is readable alike
             os.chmod(os.path.join(staging, name), mode)
-            files.fsync(LOCAL, os.path.join(staging, name))
+            files.fsync(files.LOCAL, os.path.join(staging, name))
         run = os.path.join(runs, datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + f"-{uuid.uuid4().hex[:6]}")
         os.rename(staging, run)
     except BaseException:
@@ -47,7 +44,7 @@ def save_head(head_dir: str, model: torch.nn.Module, card: dict, curve, y_true, 
     link = os.path.join(head_dir, f".latest-{uuid.uuid4().hex}")
     os.symlink(os.path.relpath(run, head_dir), link)
     os.replace(link, os.path.join(head_dir, "latest"))
-    files.fsync(LOCAL, head_dir)
+    files.fsync(files.LOCAL, head_dir)
     return run
 
 

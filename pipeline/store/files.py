@@ -10,6 +10,9 @@ from typing import Any, Iterator
 import pyarrow.fs as pafs
 
 
+LOCAL = pafs.LocalFileSystem()  # local folders (heads, fitted state, caches)
+
+
 def open_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
     """Return (filesystem, path) for a local path or a pyarrow/fsspec-style URL."""
     if "://" in root:

@@ -13,6 +13,7 @@ import numpy as np
 
 from ...config import check_choice, sha256_file
 from ...errors import MmfeatError
+from ...store import files
 from ...registry import register_extractor
 from ..batching import MapExtractor
 from .common import read_text, tokenize_words
@@ -110,10 +111,10 @@ class TfidfExtractor(MapExtractor):
                 names += [analyzer] * len(vocab)
                 terms += vocab
                 idfs.append(vec.idf_)
-            os.makedirs(state_dir, exist_ok=True)
-            tmp = path + ".tmp"
-            pq.write_table(pa.table({"analyzer": names, "term": terms, "idf": np.concatenate(idfs)}), tmp)
-            os.replace(tmp, path)
+            # A unique staging name, renamed into place: two runs fitting the same state at once both
+            # succeed (the same corpus and config give the same vocabulary; the last rename wins).
+            files.write_parquet_atomic(files.LOCAL, path, pa.table({"analyzer": names, "term": terms,
+                                                                    "idf": np.concatenate(idfs)}))
         table = pq.read_table(path)
         analyzer, term, idf = (table[c].to_numpy(zero_copy_only=False) for c in ("analyzer", "term", "idf"))
         self.vectorizers = []
