@@ -14,11 +14,12 @@ import os
 import platform
 import resource
 import sys
-import tempfile
 
 import numpy as np
 import soundfile as sf
 import torch
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from scratch import scratch_dir  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 def make_clips(root: str, n: int, seconds: float) -> tuple[str, float]:
@@ -48,7 +49,7 @@ def main() -> None:
 
     n_short = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     n_long = int(sys.argv[2]) if len(sys.argv) > 2 else 30
-    tmp = tempfile.mkdtemp()
+    tmp = scratch_dir()
     backends = [("librosa, 1 process", {"backend": "librosa", "num_workers": "0"}),
                 (f"librosa, {os.cpu_count()} processes", {"backend": "librosa"}),
                 ("torch, CPU", {"backend": "torch", "device": "cpu"})]

@@ -16,8 +16,9 @@ import os
 import platform
 import resource
 import sys
-import tempfile
 import time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from scratch import scratch_dir  # noqa: E402  (benchmarks/ is the script's folder)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 logging.getLogger("mmfeat").setLevel(logging.ERROR)
@@ -55,7 +56,7 @@ def main() -> None:
     ap.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
     ap.add_argument("--epochs", default="300")
     args = ap.parse_args()
-    work = tempfile.mkdtemp(prefix="mmfeat-finetune-")
+    work = scratch_dir("mmfeat-finetune-")
     full = os.path.join(args.data, "imagenette160_subset", "manifest.csv")
     sets = {"photos, 160 px": full, "photos, 32 px": small_copy(full, os.path.join(work, "small"))}
     rows = []

@@ -14,12 +14,13 @@ import os
 import platform
 import resource
 import sys
-import tempfile
 import time
 
 import numpy as np
 import torch
 from PIL import Image
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from scratch import scratch_dir  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 def make_jpegs(root: str, n: int, size: tuple[int, int]) -> str:
@@ -77,7 +78,7 @@ def main() -> None:
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 512
     ext = create_extractor("cnn")
-    tmp = tempfile.mkdtemp()
+    tmp = scratch_dir()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, device {ext.device}, dtype {ext.dtype}, "
           f"torch {torch.__version__}, batch {ext.batch_size}, {n} images per size")
     print(f"{'input':10} {'ceiling img/s':>14} {'pipeline img/s':>15} {'naive img/s':>12} {'pipe/ceiling':>13} {'pipe/naive':>11}")

@@ -12,12 +12,13 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 STEP = """
 import json, resource, sys, logging
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from scratch import scratch_dir  # noqa: E402  (benchmarks/ is the script's folder)
 sys.path.insert(0, {root!r})
 logging.getLogger("mmfeat").setLevel(logging.ERROR)
 kind, args = sys.argv[1], json.loads(sys.argv[2])
@@ -59,7 +60,7 @@ def data(work: str, n: int) -> dict[str, str]:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
-    work = tempfile.mkdtemp(prefix="mmfeat-memory-")
+    work = scratch_dir("mmfeat-memory-")
     rows: dict[str, list[float]] = {}
     for size in (n, 10 * n):
         src = data(work, size)

@@ -12,8 +12,9 @@ import os
 import platform
 import resource
 import sys
-import tempfile
 import time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from scratch import scratch_dir  # noqa: E402  (benchmarks/ is the script's folder)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -46,7 +47,7 @@ def main() -> None:
     from pipeline.extract import extract
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    work = tempfile.mkdtemp(prefix="mmfeat-nightly-")
+    work = scratch_dir("mmfeat-nightly-")
     manifest, store = os.path.join(work, "news.jsonl"), os.path.join(work, "store")
     rows = []
     for step, edits in (("first extract", {}), ("rerun, nothing changed", {}),

@@ -18,8 +18,9 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from scratch import scratch_dir  # noqa: E402  (benchmarks/ is the script's folder)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "sample_data")
@@ -108,7 +109,7 @@ def main() -> None:
     with prefect_test_harness(server_startup_timeout=120):
         # The orchestration cost itself, on 100 texts (so that the extraction's own noise is small):
         # once per flow run, and per shard task (10 shards of 10 vs 1 shard of 100).
-        tmp = tempfile.mkdtemp()
+        tmp = scratch_dir()
         small = scaled_manifest("text", 100, tmp)
         extract(small, "text", "bert", store=os.path.join(tmp, "warm"), dataset="warm", progress=False)
         extract_flow(small, "text", "bert", store=os.path.join(tmp, "warmflow"), dataset="warm")
@@ -122,10 +123,10 @@ def main() -> None:
         print(f"{'modality':9} {'extractor':10} {'library s':>10} {'flow s':>8} {'overhead':>9} {'server CPU s':>12} "
               f"{'cost/library':>13} {'no-heartbeat flow s':>20} {'overhead':>9}", flush=True)
         for modality in modalities:
-            tmp = tempfile.mkdtemp()
+            tmp = scratch_dir()
             manifest = scaled_manifest(modality, n, tmp)
             ext = extractors[modality]
-            warm = scaled_manifest(modality, 64, tempfile.mkdtemp())  # load the model once, outside the timing
+            warm = scaled_manifest(modality, 64, scratch_dir())  # load the model once, outside the timing
             extract(warm, modality, ext, store=os.path.join(tmp, "warm"), dataset="warm", progress=False)
             if modality != "text":
                 os.remove(warm)

@@ -13,10 +13,11 @@ import logging
 import os
 import platform
 import sys
-import tempfile
 import time
 
 import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from scratch import scratch_dir  # noqa: E402  (benchmarks/ is the script's folder)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 logging.getLogger("mmfeat").setLevel(logging.ERROR)
@@ -120,7 +121,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--ablations", action="store_true")
     args = ap.parse_args()
-    store = tempfile.mkdtemp(prefix="mmfeat-quality-")
+    store = scratch_dir("mmfeat-quality-")
     rows = []
     for name, (modality, runs) in RUNS.items():
         if args.only and name not in args.only:

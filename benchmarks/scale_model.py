@@ -14,8 +14,9 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from scratch import scratch_dir  # noqa: E402  (benchmarks/ is the script's folder)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -64,7 +65,7 @@ def main() -> None:
     logging.getLogger("mmfeat").setLevel(logging.ERROR)
     from prefect.testing.utilities import prefect_test_harness
 
-    work = tempfile.mkdtemp(prefix="mmfeat-scale-")
+    work = scratch_dir("mmfeat-scale-")
     commits = commit_rate(work, shards, per_shard)
     print(f"  store commits, one writer: {commits:.1f} shards/s", file=sys.stderr, flush=True)
     rows, failed = [], {}

@@ -16,6 +16,8 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from scratch import scratch_dir  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 def real_features(n: int) -> dict[str, np.ndarray]:
@@ -30,7 +32,7 @@ def real_features(n: int) -> dict[str, np.ndarray]:
     import tempfile
 
     paths = []
-    tmp = tempfile.mkdtemp()
+    tmp = scratch_dir()
     for i in range(min(n, 512)):
         arr = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
         arr[rng.integers(0, 32):, rng.integers(0, 32):] = rng.integers(0, 255, 3)

@@ -18,7 +18,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from scratch import scratch_dir  # noqa: E402  (benchmarks/ is the script's folder)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "sample_data")
@@ -124,7 +125,7 @@ def main() -> None:
     args = ap.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     random.seed(0)
-    work = tempfile.mkdtemp(prefix="mmfeat-stress-")
+    work = scratch_dir("mmfeat-stress-")
     rows = [kill_storm(work, args.kills), writer_pairs(work, args.pairs), fuzz(work, args.fuzz)]
     print(f"\nmmfeat reliability stress; {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}\n")
     print("| scenario | extract runs / inputs | crashes | hangs | duplicate ids | non-finite rows | peak RSS (MiB) | notes |")

@@ -15,11 +15,12 @@ import os
 import platform
 import resource
 import sys
-import tempfile
 import time
 
 import numpy as np
 import torch
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from scratch import scratch_dir  # noqa: E402  (benchmarks/ is the script's folder)
 
 WORDS = ("government market growth minister election team season coach players company shares profit "
          "investors report police court city council health hospital research university climate energy "
@@ -93,7 +94,7 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     tokens = int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000
     ext = create_extractor("bert")
-    tmp = tempfile.mkdtemp()
+    tmp = scratch_dir()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, device {ext.device}, dtype {ext.dtype}, "
           f"torch {torch.__version__}, batch {ext.batch_size}, {n} texts per set")
     c = ceiling(ext, n)
