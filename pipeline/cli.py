@@ -56,14 +56,17 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--label", action="append", default=None,
                    help="label column: 'label' (default) or another manifest column; repeat for several targets")
     t.add_argument("--head", choices=("linear", "mlp", "prototype", "finetune", "sequence"), default="linear",
-                   help="finetune: tune the pretrained top above a cnn activation set (--set activations=_blocks.K); "
-                        "sequence: frame sequences (--set frames=true)")
+                   help="finetune: pretrained layers + a new classifier, above a cnn activation set (--set "
+                        "activations=_blocks.K) or bert token states (--set frames_layer=K), or the network on the "
+                        "images of a pooled cnn set (--set tune_blocks=K); sequence: frame sequences (--set frames=true)")
     t.add_argument("--group", metavar="COLUMN", help="keep each value of this manifest column in one split (e.g. speaker)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="head config override")
     t.add_argument("--out", help="head directory (default <store>/_heads/<name>)")
-    pr = sub.add_parser("predict", parents=[store, as_json], help="apply a head to a feature set")
+    pr = sub.add_parser("predict", parents=[store, as_json], help="apply a head to feature sets, or to raw inputs")
     pr.add_argument("head_dir", help="a head folder, one of its runs, or the name of a head in the store (`mmfeat heads`)")
-    pr.add_argument("feature_sets", nargs="+", metavar="FEATURE_SET")
+    pr.add_argument("feature_sets", nargs="*", metavar="FEATURE_SET")
+    pr.add_argument("--source", help="raw inputs (folder, manifest or glob): extracted as the head's sets were, then predicted")
+    pr.add_argument("--dataset", help="with --source: the store's name for these items (default: from the source)")
     x = sub.add_parser("export", parents=[store, as_json], help="a finetune head's tuned network as cnn weights")
     x.add_argument("head_dir", help="a finetune head (folder, run or name in the store)")
     x.add_argument("--out", required=True, help="the weights file to write (.pth): extract --set weights=OUT")
@@ -193,9 +196,12 @@ def run(argv: list[str] | None = None) -> int:
             for card in cards:
                 _print_head(card)
     elif args.command == "predict":
-        from .heads import predict
+        from .heads import predict, predict_source
 
-        result = predict(args.head_dir, args.feature_sets, args.store)
+        if bool(args.source) == bool(args.feature_sets):
+            raise MmfeatError("predict takes feature sets or --source PATH (raw inputs), not both")
+        result = predict_source(args.head_dir, args.source, args.store, args.dataset) if args.source else \
+            predict(args.head_dir, args.feature_sets, args.store)
         if json_out:
             print(json.dumps(result))
         else:

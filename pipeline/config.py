@@ -39,10 +39,18 @@ def runtime_field(default: Any) -> Any:
     return dataclasses.field(default=default, metadata={"runtime": True})
 
 
+def added_field(default: Any) -> Any:
+    """A field added to a config after feature sets were stored with it: at its default it is left out of
+    the config_id, so that the sets stored before it existed keep their ids (no silent re-extraction)."""
+    return dataclasses.field(default=default, metadata={"omit_default": True})
+
+
 def identity(config: Any) -> dict[str, Any]:
-    """The config fields that define the features (runtime fields dropped)."""
-    return {f.name: dataclasses.asdict(config)[f.name] for f in dataclasses.fields(config)
-            if not f.metadata.get("runtime")}
+    """The config fields that define the features (runtime fields, and added fields at their default,
+    dropped)."""
+    values = dataclasses.asdict(config)
+    return {f.name: values[f.name] for f in dataclasses.fields(config) if not f.metadata.get("runtime")
+            and not (f.metadata.get("omit_default") and values[f.name] == f.default)}
 
 
 _DIGESTS: dict[tuple, str] = {}

@@ -35,6 +35,7 @@ DOCS: dict[str, dict[str, str]] = {
         "window_overlap": "tokens shared by consecutive windows",
         "max_chars": "longer texts are rejected (too_long)",
         "frames": "also store each text's last-layer token states (tokens x dim) as frames, for --head sequence",
+        "frames_layer": "with frames: store encoder layer K's token states (0-based), for --head finetune on the layers above",
         "precision": "auto (bf16 on CUDA and on CPUs with native bf16), fp32, bf16, fp16",
         "batch_size": "windows per forward pass (default 512 on CUDA, 16 on the CPU)",
         "device": "auto, cpu, cuda or cuda:N",
@@ -90,7 +91,9 @@ DOCS: dict[str, dict[str, str]] = {
         "device": "auto, cpu, cuda or cuda:N",
     },
     "HeadConfig": {
-        "head": "linear (multinomial logistic regression), mlp, prototype (class means), or finetune (the pretrained top above a cnn activation set, with a new classifier)",
+        "head": "linear (multinomial logistic regression), mlp, prototype (class means), sequence (frame sequences), or finetune "
+                "(pretrained layers with a new classifier: above a cnn activation set or a bert frames_layer set, or the "
+                "network itself on the images of a pooled cnn set)",
         "solver": "linear head: lbfgs (exact), adamw (mini-batch), auto (lbfgs up to 4 GiB of features)",
         "hidden": "mlp layer widths (default 512); sequence: the convolution's width (default 128)",
         "dropout": "mlp and finetune dropout (before the classifier)",
@@ -109,6 +112,7 @@ DOCS: dict[str, dict[str, str]] = {
         "device": "auto, cpu or cuda",
         "sklearn_baseline": "fit scikit-learn's LogisticRegression beside the head (default: up to 5M training values)",
         "memory_gb": "a linear head on one set whose features exceed this trains streamed from scratch files",
+        "tune_blocks": "finetune on a pooled cnn set: tune the network's last K EfficientNet-Lite blocks on the images (unset: all layers)",
     },
 }
 

@@ -1,4 +1,6 @@
 """Activations as a tensor feature set, and the pretrained top fine-tuned on them (pretrain -> fine-tune)."""
+import os
+
 import duckdb
 import numpy as np
 import pytest
@@ -65,11 +67,91 @@ def test_finetuned_top_trains_on_activations_and_predicts(activations, tmp_path)
     assert any(not torch.equal(saved[f"blocks.0.{k}"], v) for k, v in pretrained.items() if v.is_floating_point())
 
 
-def test_finetune_needs_an_activation_set(tmp_path):
+def test_network_finetune_on_images_closes_the_loop(tmp_path):
+    """finetune on a pooled cnn set tunes the network itself on the images (here its last 2 blocks, at a
+    small size to stay fast on a CPU); the head applies to the set extracted with the tuned weights,
+    predicts raw inputs in one call, and exports the tuned network as cnn weights."""
+    import shutil
+
+    from pipeline.cli import run
+    from pipeline.config import sha256_file
+    from pipeline.extractors.image.models import load_backbone
+    from pipeline.heads import predict_source
+
     root = str(tmp_path / "st")
-    s = extract(IMAGES, "image", "cnn", {}, store=root, progress=False)
-    with pytest.raises(MmfeatError, match="activation set"):
-        train_head([s["feature_set"]], {"head": "finetune"}, root, str(tmp_path / "h"))
+    base = extract(IMAGES, "image", "cnn", {"image_size": "96"}, store=root, progress=False)["feature_set"]
+    card = train_head([base], {"head": "finetune", "tune_blocks": "2", "max_epochs": "3", "patience": "2"}, root,
+                      str(tmp_path / "ft"))
+    info = card["data"]["finetune"]
+    assert info["mode"] == "network" and info["tuned"] == ["_blocks.19", "_blocks.20", "_conv_head", "_bn1"]
+    assert info["base_feature_set"] == base and card["feature_sets"][0]["name"] != base
+    tuned_set = FeatureStore(root).resolve(card["feature_sets"][0]["name"])
+    assert tuned_set.manifest["weights_sha256"] == sha256_file(info["weights"])
+    assert tuned_set.manifest["config"]["image_size"] == 96
+    assert card["metrics"]["accuracy"] > card["metrics"]["majority_baseline_accuracy"]
+    assert "On the images themselves" in open(card["path"] + "/report.md").read()
+    # only what tune_blocks names was tuned: block 0 is the pretrained one, bit for bit
+    tuned, pretrained = torch.load(info["weights"], weights_only=True), load_backbone("efficientnet_lite1", None).model
+    for name, value in pretrained.state_dict().items():
+        if name.startswith(("_blocks.0.", "_conv_stem", "_fc.")):
+            assert torch.equal(tuned[name], value), name
+    assert any(not torch.equal(tuned[n], v) for n, v in pretrained.state_dict().items()
+               if n.startswith("_blocks.20.") and v.is_floating_point())
+    # raw inputs in one call: new images are extracted with the tuned network, then predicted
+    new = tmp_path / "new"
+    for label in ("circles", "stripes"):
+        (new / label).mkdir(parents=True)
+        for f in sorted(os.listdir(f"{IMAGES}/{label}"))[:3]:
+            shutil.copy(f"{IMAGES}/{label}/{f}", new / label / f)
+    out = predict_source(str(tmp_path / "ft"), str(new), root, dataset="incoming")
+    assert out["rows"] == 6 and out["feature_sets"][0].startswith("incoming/cnn-")
+    assert FeatureStore(root).resolve(out["feature_sets"][0]).config_id == tuned_set.config_id
+    assert out["accuracy"] >= 0.5
+    assert run(["predict", str(tmp_path / "ft"), "--source", str(new), "--dataset", "incoming", "--store", root]) == 0
+    with pytest.raises(MmfeatError, match="not both"):
+        run(["predict", str(tmp_path / "ft"), base, "--source", str(new), "--store", root])
+    # export: the tuned network, as it was extracted with
+    weights = str(tmp_path / "tuned.pth")
+    assert run(["export", str(tmp_path / "ft"), "--out", weights, "--store", root]) == 0
+    assert sha256_file(weights) == sha256_file(info["weights"])
+    load_backbone("efficientnet_lite1", weights)
+
+
+def test_network_finetune_of_all_layers_runs_on_the_cpu(tmp_path):
+    root = str(tmp_path / "st")
+    base = extract(IMAGES, "image", "cnn", {"model": "efficientnet_lite0", "image_size": "64"}, store=root,
+                   progress=False)["feature_set"]
+    card = train_head([base], {"head": "finetune", "max_epochs": "2", "patience": "1"}, root, str(tmp_path / "ft"))
+    info = card["data"]["finetune"]
+    assert info["tuned"] == ["all layers"] and info["epochs_run"] >= 1 and info["precision"] == "float32"
+    assert card["metrics"]["accuracy"] > card["metrics"]["majority_baseline_accuracy"]
+    with pytest.raises(MmfeatError, match="tune_blocks must be 1..16"):
+        train_head([base], {"head": "finetune", "tune_blocks": "17"}, root, str(tmp_path / "bad"))
+
+
+def test_training_crops_and_unreadable_images():
+    from pipeline.heads.network import _collate, _Images, random_crops
+
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6)
+    gen = torch.Generator().manual_seed(0)
+    whole = random_crops(x, 6, gen)  # a crop of the full size: each image as it is, or mirrored
+    for i in range(2):
+        assert torch.equal(whole[i], x[i]) or torch.equal(whole[i], x[i].flip(-1))
+    part = random_crops(x, 4, gen)
+    assert part.shape == (2, 3, 4, 4)
+    windows = [x[i, :, t:t + 4, u:u + 4] for t in range(3) for u in range(3) for i in range(2)]
+    assert all(any(torch.equal(part[i], w) or torch.equal(part[i], w.flip(-1)) for w in windows) for i in range(2))
+
+    from pipeline.errors import BadInput
+
+    def decode(path):
+        if path == "bad":
+            raise BadInput("corrupt_image", "no")
+        return torch.zeros(3, 2, 2, dtype=torch.uint8)
+
+    images = _Images(["good", "bad"], np.array([0, 1]), decode)
+    batch, labels, skipped = _collate([images[0], images[1]])
+    assert batch.shape == (1, 3, 2, 2) and labels.tolist() == [0] and skipped == ["corrupt_image: bad"]
 
 
 def test_tuned_top_exports_as_extractor_weights(activations, tmp_path):
@@ -97,3 +179,37 @@ def test_tuned_top_exports_as_extractor_weights(activations, tmp_path):
         from pipeline.heads.finetune import export_weights
 
         export_weights(linear["head_dir"], str(tmp_path / "no.pth"))
+
+
+def test_text_encoder_top_tunes_from_token_states_and_exports(tmp_path):
+    """bert frames at layer K: the layers above K rebuilt from the store give the extractor's own pooled
+    vector before tuning; tuned, they predict and export as a model directory bert extracts with."""
+    from pipeline.cli import run
+    from pipeline.heads.text_top import text_top_for
+    from pipeline.heads.sequence import padded
+
+    root = str(tmp_path / "st")
+    cfg = {"frames": "true", "frames_layer": "3", "precision": "fp32"}
+    s = extract("sample_data/texts.jsonl", "text", "bert", cfg, store=root, progress=False)["feature_set"]
+    fs = FeatureStore(root).resolve(s)
+    table = fs.table(columns=["id", "features", "frames"])
+    top, tuned = text_top_for(fs.manifest, 3, 0.0)
+    assert tuned == ["encoder.layer.4", "encoder.layer.5"]
+    with torch.no_grad():
+        pooled = top.eval().pooled(torch.from_numpy(padded(table["frames"], fs.manifest["frame_dim"])))
+    pooled = torch.nn.functional.normalize(pooled, dim=1).numpy()
+    stored = np.stack(table["features"].to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(pooled, stored, atol=2e-5)  # short texts: one window each, as extracted
+    card = train_head([s], {"head": "finetune", "max_epochs": "4", "patience": "2"}, root, str(tmp_path / "ft"))
+    assert card["data"]["finetune"]["tuned"] == tuned and card["metrics"]["accuracy"] > 0.8
+    assert predict(str(tmp_path / "ft"), s, root)["accuracy"] > 0.8
+    out = str(tmp_path / "tuned-encoder")
+    assert run(["export", str(tmp_path / "ft"), "--out", out, "--store", root]) == 0
+    again = extract("sample_data/texts.jsonl", "text", "bert", {"model": out}, store=root, dataset="again", progress=False)
+    plain = extract("sample_data/texts.jsonl", "text", "bert", {}, store=root, dataset="plain", progress=False)
+    a, b = (FeatureStore(root).resolve(x["feature_set"]) for x in (again, plain))
+    assert a.manifest["weights_sha256"] != b.manifest["weights_sha256"] and not np.allclose(a.numpy()[1], b.numpy()[1])
+    with pytest.raises(MmfeatError, match="nothing above it"):
+        last = extract("sample_data/texts.jsonl", "text", "bert", {"frames": "true", "frames_layer": "5"}, store=root,
+                       progress=False)["feature_set"]
+        train_head([last], {"head": "finetune"}, root, str(tmp_path / "bad"))

@@ -87,17 +87,24 @@ def train_finetune(sets, data, cfg, head_dir: str) -> dict:
     from .calibration import fit_temperature
     from .train import class_weights, finish_card
 
-    if len(sets) != 1 or sets[0].tensor_shape is None:
-        raise MmfeatError("head=finetune takes exactly one activation set (cnn with activations=_blocks.K)")
+    if len(sets) != 1 or not (sets[0].tensor_shape or sets[0].manifest.get("config", {}).get("frames_layer") is not None):
+        raise MmfeatError("head=finetune takes one feature set: cnn activations (--set activations=_blocks.K), "
+                          "pooled cnn features (the network is tuned on the images), or bert token states of a "
+                          "layer (--set frames=true --set frames_layer=K)")
     fs = sets[0]
     shape = fs.tensor_shape
     device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
-    as_maps = lambda x: torch.from_numpy(x.reshape(-1, *shape))  # noqa: E731
-    x, xv = as_maps(data.train.x), as_maps(data.val.x).to(device)
+    as_input = (lambda x: torch.from_numpy(x.reshape(-1, *shape))) if shape else torch.from_numpy  # noqa: E731
+    x, xv = as_input(data.train.x), as_input(data.val.x).to(device)
     y, yv = torch.from_numpy(data.train.y), torch.from_numpy(data.val.y).to(device)
     k = len(data.classes)
     torch.manual_seed(cfg.seed)
-    model, tuned = top_for(fs.manifest, k, cfg.dropout)
+    if shape:
+        model, tuned = top_for(fs.manifest, k, cfg.dropout)
+    else:
+        from .text_top import text_top_for
+
+        model, tuned = text_top_for(fs.manifest, k, cfg.dropout)
     model.to(device)
     weighting = "none" if cfg.class_weight != "balanced" else "balanced"
     loss_fn = nn.CrossEntropyLoss(weight=class_weights(data.train.y, k, weighting, device))
@@ -116,8 +123,9 @@ def train_finetune(sets, data, cfg, head_dir: str) -> dict:
         for i in range(0, len(y), batch):
             idx = order[i:i + batch]
             xb = x[idx].to(device)
-            flip = torch.rand(len(idx), generator=gen) < 0.5
-            xb[flip.to(device)] = xb[flip.to(device)].flip(-1)
+            if shape:  # feature maps flip left-right as images do; token states have no such symmetry
+                flip = torch.rand(len(idx), generator=gen) < 0.5
+                xb[flip.to(device)] = xb[flip.to(device)].flip(-1)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(xb), y[idx].to(device))
             loss.backward()
@@ -138,26 +146,37 @@ def train_finetune(sets, data, cfg, head_dir: str) -> dict:
     fit = Fit(model, 0.0, stopping.loss, val_acc, stopping.epoch, curve, weighting)
     seconds = time.perf_counter() - start
     model.cpu()
-    logits = _logits(model, as_maps(data.test.x))
-    data.report["finetune"] = {"tuned": tuned, "activations": fs.manifest["config"]["activations"],
-                               "model": fs.manifest["config"]["model"], "shape": list(shape),
+    logits = _logits(model, as_input(data.test.x))
+    config = fs.manifest["config"]
+    layer = config.get("frames_layer")
+    data.report["finetune"] = {"tuned": tuned, "model": config["model"], "shape": list(shape or ()),
+                               "activations": config["activations"] if shape else f"encoder.layer.{layer}",
+                               **({} if shape else {"frames_layer": layer}),
                                "pretrained_lr": cfg.lr * PRETRAINED_LR_FACTOR, "head_lr": cfg.lr * HEAD_LR_FACTOR,
                                "probe_l2": probe_l2}
     empty = np.zeros(0, np.float32)
-    return finish_card(sets, data, cfg, "adamw", [], fs.dim, fit, [fit], temperature, model, None,
+    return finish_card(sets, data, cfg, "adamw", [], fs.dim if shape else int(data.train.x.shape[-1]), fit, [fit], temperature, model, None,
                        seconds, empty, empty, logits, device, head_dir, None)
 
 
 def load_top(card: dict) -> nn.Module:
     """The card's top (pretrained architecture from the weights package), ready for its tuned tensors."""
     info = card["data"]["finetune"]
+    dropout = float(card["config"].get("dropout", 0.0))
+    if info.get("frames_layer") is not None:
+        from .text_top import text_top_for
+
+        config = {"model": info["model"], "frames": True, "frames_layer": int(info["frames_layer"])}
+        return text_top_for({"extractor": "bert", "config": config}, len(card["classes"]), dropout)[0]
     provenance = {"extractor": "cnn", "config": {"activations": info["activations"], "model": info["model"]}}
-    return top_for(provenance, len(card["classes"]), float(card["config"].get("dropout", 0.0)))[0]
+    return top_for(provenance, len(card["classes"]), dropout)[0]
 
 
 def predict_top(model: nn.Module, x: np.ndarray, shape: list[int], temperature: float) -> np.ndarray:
-    """Class probabilities of activation rows (n, C*H*W) through a fine-tuned top."""
-    logits = _logits(model, torch.from_numpy(np.ascontiguousarray(x).reshape(-1, *shape)))
+    """Class probabilities through a fine-tuned top: activation rows (n, C*H*W) reshaped to ``shape``, or
+    padded token states (n, T, d + 1) as they are (``shape`` empty)."""
+    x = np.ascontiguousarray(x)
+    logits = _logits(model, torch.from_numpy(x.reshape(-1, *shape) if shape else x))
     return torch.softmax(logits / temperature, 1).numpy()
 
 
@@ -200,10 +219,18 @@ def export_weights(head_dir: str, out: str, store=None) -> dict:
     from ..extractors.image.models import load_backbone
     from .artifacts import load_head
 
+    from .validate import tunes_network
+
     model, card = load_head(head_dir, store)
     if card["head"] != "finetune":
         raise MmfeatError(f"{head_dir}: a {card['head']} head has no network layers to export (head=finetune has)")
     info = card["data"]["finetune"]
+    if tunes_network(card):  # the whole tuned network is already a weights file
+        return _copy_network(info, out)
+    if info.get("frames_layer") is not None:
+        from .text_top import export_encoder
+
+        return export_encoder(model, info, out)
     backbone = load_backbone(info["model"], None).model
     state = backbone.state_dict()
     start = int(info["activations"].split(".")[1]) + 1
@@ -226,3 +253,23 @@ def export_weights(head_dir: str, out: str, store=None) -> dict:
     torch.save(state, tmp)
     os.replace(tmp, out)
     return {"path": os.path.abspath(out), "model": info["model"], "tuned_tensors": renamed, "tuned": info["tuned"]}
+
+
+def _copy_network(info: dict, out: str) -> dict:
+    """A network-tuned head's weights file, copied to ``out`` after checking it is the one its
+    feature set was extracted with (its name is the first 12 hex digits of its sha256)."""
+    import os
+    import shutil
+
+    from ..config import sha256_file
+
+    src = info["weights"]
+    if not os.path.isfile(src):
+        raise MmfeatError(f"{src}: the tuned network of this head is missing")
+    if not sha256_file(src).startswith(os.path.basename(src).split(".")[0]):
+        raise MmfeatError(f"{src}: the tuned network's bytes changed since training (its sha256 no longer matches)")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = out + ".tmp"
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, out)
+    return {"path": os.path.abspath(out), "model": info["model"], "tuned_tensors": None, "tuned": info["tuned"]}

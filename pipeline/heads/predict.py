@@ -1,6 +1,7 @@
 """Apply a saved head to feature sets and store the predictions as Parquet."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -16,6 +17,7 @@ from .artifacts import load_head, resolve_head_dir
 from .data import joined_table, label_values
 from .remote import is_remote, names
 from .model import predict_proba
+from .validate import tunes_network
 
 
 def predict(head_dir: str, feature_sets: list[str] | str, store: str | None = None) -> dict:
@@ -49,14 +51,15 @@ def predict(head_dir: str, feature_sets: list[str] | str, store: str | None = No
     predicted, truth_all = [], []
     writer = None
     try:
-        for table, x in _batches(sets, "frames" if card["head"] == "sequence" else "features"):  # per part file
+        states = card["head"] == "finetune" and card["data"]["finetune"].get("frames_layer") is not None
+        for table, x in _batches(sets, "frames" if card["head"] == "sequence" or states else "features"):  # per part
             if x.shape[-1] != card["dim"]:
                 raise MmfeatError(f"the feature sets give {x.shape[1]} features, the head expects {card['dim']}")
             if card["head"] == "sequence":
                 from .sequence import predict_sequences
 
                 proba = predict_sequences(model, x, mean, scale, float(card.get("temperature", 1.0)))
-            elif card["head"] == "finetune":
+            elif card["head"] == "finetune" and not tunes_network(card):
                 from .finetune import predict_top
 
                 proba = predict_top(model, x, card["data"]["finetune"]["shape"], float(card.get("temperature", 1.0)))
@@ -91,6 +94,37 @@ def predict(head_dir: str, feature_sets: list[str] | str, store: str | None = No
         summary["accuracy"] = float(np.mean(best[labelled] == truth[labelled]))
         summary["labelled"] = int(labelled.sum())
     return summary
+
+
+def predict_source(head_dir: str, source: str, store: str | None = None, dataset: str | None = None) -> dict:
+    """Predict raw inputs in one call: extract ``source`` (a folder, manifest or glob) with each of the
+    head's feature set configs (a tuned network's weights, a fitted vocabulary's dataset included), then
+    :func:`predict` on those sets. ``dataset``: the store name for these items (default: from ``source``).
+    Returns predict's summary plus ``feature_sets`` and ``extracted`` (each extraction's summary)."""
+    from ..extract import extract
+    from ..registry import extractor_class
+
+    st = FeatureStore(store)
+    run = os.path.abspath(resolve_head_dir(head_dir, st))
+    _, card = load_head(run)
+    specs, runs = [], []
+    for trained in card["feature_sets"]:
+        try:
+            fs = st.resolve(trained["name"])
+        except MmfeatError:
+            raise MmfeatError(f"the head's feature set {trained['name']} is not in {st.uri}: predicting raw inputs "
+                              "extracts them as it was extracted (pass the store the head was trained on)") from None
+        cls = extractor_class(fs.manifest["extractor"])
+        runtime = {f.name for f in dataclasses.fields(cls.config_type) if f.metadata.get("runtime")}
+        config = fs.manifest["config"]
+        overrides = {k: v for k, v in config.items() if k not in runtime or (k == "weights" and v)}
+        summary = extract(source, cls.modality, cls.name, overrides, dataset=dataset, store=store, progress=False,
+                          fit_on=fs.manifest["dataset"] if cls.corpus_fitted else None)
+        specs.append(summary["feature_set"])
+        runs.append({k: summary.get(k) for k in ("feature_set", "rows", "rejected", "processed")})
+    result = predict(run, specs, store)
+    result.update(feature_sets=specs, extracted=runs)
+    return result
 
 
 def _batches(sets, column: str = "features"):

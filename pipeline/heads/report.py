@@ -112,7 +112,11 @@ def markdown(card: dict, pictures: dict[str, str], head_path: str | None = None)
     how = (f"and the epoch ({card['selected']['epoch']}) by early stopping on it" if card.get("solver") != "lbfgs"
            else "solver L-BFGS (exact fit)")
     tuned = data.get("finetune")
-    chose = (f"The layers above {tuned['activations']} of {tuned['model']} ({', '.join(tuned['tuned'])}) were "
+    where = (f"On the images themselves ({tuned['precision']}, {tuned['epochs_run']} epochs of "
+             f"{tuned['seconds_per_epoch']:g} s on {tuned['device']}), layers of {tuned['model']}"
+             if tuned and tuned.get("mode") == "network" else
+             f"The layers above {tuned['activations']} of {tuned['model']}" if tuned else "")
+    chose = (f"{where} ({', '.join(tuned['tuned'])}) were "
              f"fine-tuned with a new classifier (learning rates {tuned['pretrained_lr']:g} and {tuned['head_lr']:g}); "
              f"the epoch ({card['selected']['epoch']}) was chosen by early stopping on validation." if tuned else
              f"The L2 penalty ({card['selected']['l2']:g}) was chosen on validation, {how}.")

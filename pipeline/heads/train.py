@@ -56,6 +56,7 @@ class HeadConfig:
     refit: bool = True  # linear/prototype: refit on train + validation at the chosen penalty
     sklearn_baseline: bool | None = None  # sklearn's LogisticRegression beside the head; None: up to SKLEARN_AUTO_VALUES
     memory_gb: float = 4.0  # a linear head on one set whose features exceed this is trained streamed (streamed.py)
+    tune_blocks: int | None = None  # finetune on a pooled cnn set: the last K EfficientNet-Lite blocks (None: all layers)
 
     def __post_init__(self):
         check_choice("head", self.head, ("linear", "mlp", "prototype", "finetune", "sequence"))
@@ -66,6 +67,8 @@ class HeadConfig:
             raise ValueError("l2_penalties must be a non-empty list of values >= 0; weight_decay >= 0")
         if not (0 < self.val_fraction < 0.5 and 0 < self.test_fraction < 0.5):
             raise ValueError("val_fraction and test_fraction must be in (0, 0.5)")
+        if self.tune_blocks is not None and self.tune_blocks < 1:
+            raise ValueError("tune_blocks must be >= 1 (unset: all layers)")
         if self.memory_gb <= 0:
             raise ValueError("memory_gb must be > 0")
         if self.lr <= 0 or self.max_epochs < 1 or self.patience < 1 or self.batch_size < 1:
@@ -94,7 +97,7 @@ def train_heads(feature_sets: list[str], labels: list[str] | tuple[str, ...] = (
     sets = [st.resolve(spec) for spec in feature_sets]
     stream = _streams(sets, cfg)
     joined = joined_table(sets, cfg.missing, with_features=not stream,
-                          column="frames" if cfg.head == "sequence" else "features", max_bytes=cfg.memory_gb * 2**30)
+                          column=_column(sets, cfg), max_bytes=cfg.memory_gb * 2**30)
     cards = []
     for label in labels:
         name = "-".join(s.name.replace("/", "_") for s in sets) + (f"-{label}" if label != "label" else "") + \
@@ -109,7 +112,12 @@ def train_heads(feature_sets: list[str], labels: list[str] | tuple[str, ...] = (
             cards.append(train_streamed(sets[0], joined, label, cfg, head_dir))
         else:
             data = load_head_data(joined, label, cfg.seed, cfg.val_fraction, cfg.test_fraction, cfg.group)
-            if cfg.head == "finetune":
+            if cfg.head == "finetune" and len(sets) == 1 and sets[0].manifest["extractor"] == "cnn" \
+                    and sets[0].tensor_shape is None:
+                from .network import train_network  # a pooled cnn set: tune the network on its images
+
+                cards.append(train_network(sets[0], data, cfg, head_dir, st))
+            elif cfg.head == "finetune":
                 from .finetune import train_finetune
 
                 cards.append(train_finetune(sets, data, cfg, head_dir))
@@ -122,6 +130,12 @@ def train_heads(feature_sets: list[str], labels: list[str] | tuple[str, ...] = (
         if is_remote(st):  # trained in a local folder; the store gets the run, then its latest.json
             cards[-1]["store_path"] = publish(st, cards[-1]["path"], os.path.basename(head_dir))
     return cards
+
+
+def _column(sets, cfg: HeadConfig) -> str:
+    """``frames`` for heads over sequences (sequence heads; finetune on a layer's token states)."""
+    states = cfg.head == "finetune" and len(sets) == 1 and sets[0].manifest.get("config", {}).get("frames_layer") is not None
+    return "frames" if cfg.head == "sequence" or states else "features"
 
 
 def _streams(sets, cfg: HeadConfig) -> bool:
@@ -257,7 +271,7 @@ def _card_config(cfg: HeadConfig, solver: str) -> dict:
     linear = cfg.head in ("linear", "prototype")
     drop = (_MLP_ONLY if linear else ()) + (_ADAMW_ONLY if linear and (solver == "lbfgs" or cfg.head == "prototype") else ())
     drop += ("l2_penalties", "solver", "class_weight") if cfg.head == "prototype" else ()
-    drop += ("l2_penalties", "solver", "hidden", "refit") if cfg.head == "finetune" else ()
+    drop += ("l2_penalties", "solver", "hidden", "refit") if cfg.head == "finetune" else ("tune_blocks",)
     drop += ("solver", "refit") if cfg.head == "sequence" else ()
     return {k: v for k, v in out.items() if k not in drop}
 

@@ -11,22 +11,30 @@ import torch
 from ..errors import MmfeatError
 from .model import build_head
 
+
+def tunes_network(card: dict) -> bool:
+    """Whether a finetune head tuned the whole network on images (a Linear on the tuned network's
+    features) rather than a top on stored activations."""
+    tuned = card.get("data", {}).get("finetune") if isinstance(card.get("data"), dict) else None
+    return isinstance(tuned, dict) and tuned.get("mode") == "network"
+
 MAX_PARAMETERS = 1 << 28  # 1 GiB of float32: a card asking for more is refused before allocation
 
 
 def load_checked(run: str) -> tuple[torch.nn.Module, dict]:
     card = _card(run)
     dim, k, hidden = card["dim"], len(card["classes"]), tuple(card["config"].get("hidden", ()))
-    if card["head"] == "finetune":  # the pretrained architecture, from its weights package
+    if card["head"] == "finetune" and not tunes_network(card):  # the pretrained top, from its weights package
         from .finetune import load_top
 
         model = load_top(card)
     else:
-        widths = [dim, *(hidden if card["head"] in ("mlp", "sequence") else ()), k]
+        widths = [dim, *(hidden if card["head"] in ("mlp", "sequence") else ()), k]  # network finetune: a Linear
         params = sum(a * b + b for a, b in zip(widths, widths[1:]))
         if params > MAX_PARAMETERS:
             raise MmfeatError(f"{run}: the card describes {params:,} parameters (> {MAX_PARAMETERS:,}); refusing to load")
-        model = build_head(card["head"], dim, k, hidden, float(card["config"].get("dropout", 0.0)))
+        kind = "linear" if card["head"] == "finetune" else card["head"]
+        model = build_head(kind, dim, k, hidden, float(card["config"].get("dropout", 0.0)))
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     path = os.path.join(run, "head.safetensors")
     from safetensors import SafetensorError, safe_open
@@ -58,8 +66,13 @@ def _card(run: str) -> dict:
     if card.get("head") not in ("linear", "mlp", "prototype", "finetune", "sequence"):
         problems.append("head must be linear, mlp, prototype, finetune or sequence")
     tuned = card.get("data", {}).get("finetune") if isinstance(card.get("data"), dict) else None
-    if card.get("head") == "finetune" and not (isinstance(tuned, dict) and isinstance(tuned.get("activations"), str)
-                                               and isinstance(tuned.get("model"), str) and isinstance(tuned.get("shape"), list)):
+    network = isinstance(tuned, dict) and tuned.get("mode") == "network"
+    if card.get("head") == "finetune" and network and not (isinstance(tuned.get("model"), str)
+                                                           and isinstance(tuned.get("weights"), str)):
+        problems.append("a network finetune head's card must name its model and tuned weights (data.finetune)")
+    elif card.get("head") == "finetune" and not network and not (
+            isinstance(tuned, dict) and isinstance(tuned.get("activations"), str)
+            and isinstance(tuned.get("model"), str) and isinstance(tuned.get("shape"), list)):
         problems.append("a finetune head's card must name its model, activations and shape (data.finetune)")
     if not (isinstance(card.get("dim"), int) and card["dim"] > 0):
         problems.append("dim must be a positive integer")
@@ -76,7 +89,7 @@ def _card(run: str) -> dict:
     std = card.get("standardization")
     for key in ("mean", "std"):
         values = std.get(key) if isinstance(std, dict) else None
-        if card.get("head") == "finetune":  # activations feed the pretrained layers as they are
+        if card.get("head") == "finetune" and not network:  # activations feed the pretrained layers as they are
             continue
         if not (isinstance(values, list) and len(values) == card.get("dim")
                 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)):

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import torch
 
-from ...config import cached_file_digest, check_choice, runtime_field
+from ...config import added_field, cached_file_digest, check_choice, runtime_field
 from ...errors import MmfeatError
 from ...registry import register_extractor
 from ..batching import MapExtractor
@@ -35,6 +35,9 @@ class BertConfig:
     window_overlap: int = 32
     max_chars: int = 1_000_000
     frames: bool = False  # also store each text's last-layer token states (tokens x dim), for sequence heads
+    # with frames: the token states output by encoder layer K (0-based) instead of the last one, so that
+    # head=finetune can tune the layers above K from the store
+    frames_layer: int | None = added_field(None)
     precision: str = "auto"
     batch_size: int | None = runtime_field(None)
     device: str = runtime_field("auto")
@@ -45,6 +48,8 @@ class BertConfig:
         check_choice("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         if self.max_length is not None and self.max_length < 8:
             raise ValueError("max_length must be >= 8")
+        if self.frames_layer is not None and (not self.frames or self.frames_layer < 0):
+            raise ValueError("frames_layer (>= 0) chooses which layer's token states frames=true stores")
         if self.window_overlap < 0 or (self.batch_size is not None and self.batch_size < 1) or self.max_chars < 1:
             raise ValueError("window_overlap must be >= 0, batch_size and max_chars >= 1")
 
@@ -77,6 +82,9 @@ class BertExtractor(MapExtractor):
         if config.window_overlap >= self.max_length - 2:
             raise MmfeatError(f"window_overlap must be < max_length - 2 = {self.max_length - 2}")
         self._weights_sha = cached_file_digest(weights_file(self.model_dir))
+        layers = int(self.model.config.num_hidden_layers)
+        if config.frames_layer is not None and config.frames_layer >= layers:
+            raise MmfeatError(f"frames_layer must be 0..{layers - 1} for {config.model} ({layers} layers)")
 
     @property
     def dim(self) -> int:
@@ -129,11 +137,14 @@ class BertExtractor(MapExtractor):
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, keep_states: bool = False):
         """(pooled embeddings, each row's token states without padding, or None)."""
         ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
+        layer = self.config.frames_layer if keep_states else None
         with torch.inference_mode(), autocast(self.device, self.dtype):
-            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+            out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=layer is not None)
+            hidden = out.last_hidden_state.float()
         states = None
         if keep_states:
-            rows, lengths = hidden.cpu().numpy(), mask.sum(1).cpu().numpy()
+            kept = hidden if layer is None else out.hidden_states[layer + 1].float()  # [0] is the embeddings
+            rows, lengths = kept.cpu().numpy(), mask.sum(1).cpu().numpy()
             states = [rows[r, :n] for r, n in enumerate(lengths)]
         m = mask.unsqueeze(-1).to(hidden.dtype)
         if self.config.pooling == "cls":
