@@ -130,7 +130,7 @@ def test_network_finetune_of_all_layers_runs_on_the_cpu(tmp_path):
 
 
 def test_training_crops_and_unreadable_images():
-    from pipeline.heads.network import _collate, _Images, random_crops
+    from pipeline.heads.image_batches import Images, collate, random_crops
 
     x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6)
     gen = torch.Generator().manual_seed(0)
@@ -149,8 +149,8 @@ def test_training_crops_and_unreadable_images():
             raise BadInput("corrupt_image", "no")
         return torch.zeros(3, 2, 2, dtype=torch.uint8)
 
-    images = _Images(["good", "bad"], np.array([0, 1]), decode)
-    batch, labels, skipped = _collate([images[0], images[1]])
+    images = Images(["good", "bad"], np.array([0, 1]), decode)
+    batch, labels, skipped = collate([images[0], images[1]])
     assert batch.shape == (1, 3, 2, 2) and labels.tolist() == [0] and skipped == ["corrupt_image: bad"]
 
 
@@ -213,3 +213,22 @@ def test_text_encoder_top_tunes_from_token_states_and_exports(tmp_path):
         last = extract("sample_data/texts.jsonl", "text", "bert", {"frames": "true", "frames_layer": "5"}, store=root,
                        progress=False)["feature_set"]
         train_head([last], {"head": "finetune"}, root, str(tmp_path / "bad"))
+
+
+def test_network_finetune_survives_an_image_broken_after_extraction(tmp_path):
+    import shutil
+
+    images = tmp_path / "images"
+    shutil.copytree(IMAGES, images)
+    root = str(tmp_path / "st")
+    base = extract(str(images), "image", "cnn", {"model": "efficientnet_lite0", "image_size": "64"}, store=root,
+                   progress=False)["feature_set"]
+    victim = sorted((images / "circles").iterdir())[0]
+    victim.write_bytes(b"not an image any more")
+    card = train_head([base], {"head": "finetune", "tune_blocks": "1", "max_epochs": "1", "patience": "1"}, root,
+                      str(tmp_path / "ft"))
+    info = card["data"]["finetune"]
+    assert sum(info["missing_from_tuned_set"].values()) == 1  # rejected by the second extraction, and said so
+    trained_on = info["unreadable_skipped"]
+    assert trained_on == [] or trained_on == [f"not_an_image: {victim.name}"]
+    assert card["data"]["split_source"] == "split column"  # the base set's splits, not a new draw

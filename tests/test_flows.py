@@ -140,7 +140,7 @@ def test_a_run_that_changes_nothing_triggers_nothing(harness, tmp_path):
     assert again.message == first.message  # still names the feature set
 
 
-def test_finetune_flow_extracts_activations_tunes_and_exports(harness, tmp_path):
+def test_finetune_flow_tunes_a_top_from_activations_or_the_network_on_images(harness, tmp_path):
     from flows import finetune_flow
 
     store = str(tmp_path / "st")
@@ -150,3 +150,9 @@ def test_finetune_flow_extracts_activations_tunes_and_exports(harness, tmp_path)
     import json
 
     assert json.load(open(card))["data"]["finetune"]["tuned"][0] == "_blocks.20"
+    # activations=None: the network itself, its last 2 blocks, tuned on the images
+    net = finetune_flow(os.path.join(SAMPLE, "images"), model="efficientnet_lite0", activations=None, tune_blocks=2,
+                        overrides={"max_epochs": "2"}, store=store, export_to=str(tmp_path / "net.pth"))
+    info = json.load(open(net))["data"]["finetune"]
+    assert info["mode"] == "network" and info["tuned"][:2] == ["_blocks.14", "_blocks.15"]
+    assert os.path.exists(tmp_path / "net.pth")

@@ -23,48 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import BadInput, MmfeatError
+from ..errors import MmfeatError
 from ..progress import log
 from .finetune import HEAD_LR_FACTOR, PRETRAINED_LR_FACTOR
+from .image_batches import Images, TrainingDecode, collate, random_crops
 from .model import EarlyStopping, Fit
-
-
-class _Images(torch.utils.data.Dataset):
-    """(uint8 image, class, row) per row; an unreadable file yields (None, class, reason)."""
-
-    def __init__(self, paths: list[str], y: np.ndarray, decode):
-        self.paths, self.y, self.decode = paths, y, decode
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        try:
-            return self.decode(self.paths[i]), int(self.y[i]), i
-        except BadInput as exc:
-            return None, int(self.y[i]), f"{exc.reason}: {os.path.basename(self.paths[i])}"
-
-
-def _collate(batch):
-    kept = [b for b in batch if b[0] is not None]
-    skipped = [b[2] for b in batch if b[0] is None]
-    if not kept:
-        return None, None, skipped
-    return torch.stack([b[0] for b in kept]), torch.tensor([b[1] for b in kept]), skipped
-
-
-def random_crops(x: torch.Tensor, crop: int, gen: torch.Generator) -> torch.Tensor:
-    """A random ``crop`` x ``crop`` window of each image (N, C, H, W), each flipped left-right with
-    probability 1/2: one gather for the whole batch."""
-    n, c, h, w = x.shape
-    top = torch.randint(0, h - crop + 1, (n,), generator=gen).to(x.device)
-    left = torch.randint(0, w - crop + 1, (n,), generator=gen).to(x.device)
-    flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
-    steps = torch.arange(crop, device=x.device)
-    rows = top[:, None] + steps
-    cols = left[:, None] + torch.where(flip[:, None], crop - 1 - steps, steps)
-    return x[torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None],
-             rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def _classifier(model: nn.Module) -> tuple[nn.Module, str]:
@@ -144,19 +107,19 @@ def train_network(fs, data, cfg, head_dir: str, store) -> dict:
                              {"params": fc.parameters(), "lr": cfg.lr * HEAD_LR_FACTOR}], weight_decay=cfg.weight_decay)
     batch = max(1, min(cfg.batch_size, 32, -(-len(data.train.y) // 4)))
     workers = ext.decode_workers(len(data.train.y))
-    common = dict(collate_fn=_collate, num_workers=workers, persistent_workers=workers > 0,
+    common = dict(collate_fn=collate, num_workers=workers, persistent_workers=workers > 0,
                   multiprocessing_context=loader_context() if workers else None, pin_memory=device.type == "cuda")
     square = ext.decoder("path").func
-    train_decode = _Decode(square, ext.resize, ext.resize, ext.interpolation)
+    train_decode = TrainingDecode(square, ext.resize, ext.resize, ext.interpolation)
     gen = torch.Generator().manual_seed(cfg.seed)
-    train_loader = torch.utils.data.DataLoader(_Images(paths[:len(data.train.y)], data.train.y, train_decode),
+    train_loader = torch.utils.data.DataLoader(Images(paths[:len(data.train.y)], data.train.y, train_decode),
                                                batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(cfg.seed), **common)
-    val_loader = torch.utils.data.DataLoader(_Images(paths[len(data.train.y):], data.val.y, ext.decoder("path")),
+    val_loader = torch.utils.data.DataLoader(Images(paths[len(data.train.y):], data.val.y, ext.decoder("path")),
                                              batch_size=batch, **common)
     normalize = lambda u8: ((u8.to(device, non_blocking=True).float() - ext.mean) / ext.std).contiguous(  # noqa: E731
         memory_format=torch.channels_last)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    skipped: dict[str, int] = {}
+    skipped: set[str] = set()
 
     def evaluate() -> tuple[float, float]:
         model.eval()
@@ -211,26 +174,15 @@ def train_network(fs, data, cfg, head_dir: str, store) -> dict:
             "precision": str(dtype).replace("torch.", ""), "device": str(device), "batch_size": batch,
             "epochs_run": len(curve) - 1, "seconds_per_epoch": round(seconds / max(len(curve) - 1, 1), 2),
             "pretrained_lr": cfg.lr * PRETRAINED_LR_FACTOR, "head_lr": cfg.lr * HEAD_LR_FACTOR, "probe_l2": probe.l2,
-            "unreadable_skipped": skipped}
+            "unreadable_skipped": sorted(skipped)}
     return _finish(fs, data, cfg, head_dir, store, source, base, weights, fit, info, seconds, str(device))
 
 
-class _Decode:
-    """The extraction's decoder at another crop size (the training square), picklable for workers."""
-
-    def __init__(self, decode_item, resize: int, crop: int, interpolation: str):
-        self.args = (decode_item, resize, crop, interpolation)
-
-    def __call__(self, path: str) -> torch.Tensor:
-        decode_item, resize, crop, interpolation = self.args
-        return decode_item(path, resize=resize, crop=crop, interpolation=interpolation, resize_in_worker=True)
-
-
-def _count(skipped: dict[str, int], reasons: list[str]) -> None:
+def _count(skipped: set[str], reasons: list[str]) -> None:
     for reason in reasons:
         if reason not in skipped:
             log.warning("network fine-tuning skips an unreadable image (%s)", reason)
-        skipped[reason] = skipped.get(reason, 0) + 1
+        skipped.add(reason)
 
 
 def _bound_source(fs) -> str:
@@ -279,6 +231,9 @@ def _finish(fs, data, cfg, head_dir, store, source, base, weights, fit, info, se
     """Extract the dataset with the tuned weights; the head is the tuned classifier on that set."""
     import dataclasses
 
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     from ..config import identity
     from ..extract import extract
     from .calibration import fit_temperature
@@ -288,13 +243,23 @@ def _finish(fs, data, cfg, head_dir, store, source, base, weights, fit, info, se
     overrides = identity(base) | {"weights": weights}
     summary = extract(source, "image", "cnn", overrides, dataset=fs.manifest["dataset"], store=store.uri, progress=False)
     tuned = store.resolve(summary["feature_set"])
-    tuned_data = load_head_data(joined_table([tuned], cfg.missing), data.report["label"], cfg.seed,
-                                cfg.val_fraction, cfg.test_fraction, cfg.group)
-    for part in ("train", "val", "test"):
+    table, x, report = joined_table([tuned], cfg.missing)
+    # The base set's splits, as they were trained and validated on (a random split drawn again over the
+    # items that still decode could move an item the network trained on into the test split).
+    parts = [(part, getattr(data, part).ids) for part in ("train", "val", "test")]
+    known = pa.array(np.concatenate([ids for _, ids in parts]).astype(str))
+    names = pa.array(np.repeat([p for p, _ in parts], [len(ids) for _, ids in parts]))
+    where = pc.index_in(table["id"], value_set=known)
+    table = table.set_column(table.schema.get_field_index("split"), "split", pc.take(names, where))
+    tuned_data = load_head_data((table, x, report), data.report["label"], cfg.seed, cfg.val_fraction,
+                                cfg.test_fraction, cfg.group)
+    for part in ("train", "val", "test"):  # items that fail to decode now are rejects there, never moved
         before, after = getattr(data, part).ids, getattr(tuned_data, part).ids
-        if not np.array_equal(np.sort(before), np.sort(after)):
-            raise MmfeatError(f"the tuned set's {part} split holds other items than the base set's "
-                              f"({len(after)} vs {len(before)}): the test metrics would not be held out")
+        if not np.isin(after, before).all():
+            raise MmfeatError(f"the tuned set's {part} split holds items the base set's {part} split did not: "
+                              "the test metrics would not be held out")
+        if len(after) < len(before):
+            info.setdefault("missing_from_tuned_set", {})[part] = int(len(before) - len(after))
     head = fit.model.eval()
     with torch.no_grad():
         val_logits = head(torch.from_numpy(np.asarray(tuned_data.val.x, np.float32)))
