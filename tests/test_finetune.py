@@ -232,3 +232,23 @@ def test_network_finetune_survives_an_image_broken_after_extraction(tmp_path):
     trained_on = info["unreadable_skipped"]
     assert trained_on == [] or trained_on == [f"not_an_image: {victim.name}"]
     assert card["data"]["split_source"] == "split column"  # the base set's splits, not a new draw
+
+
+@pytest.mark.gpu
+def test_network_finetune_on_cuda_in_mixed_precision(tmp_path):
+    """The GPU path of network fine-tuning: workers decode, bf16 autocast, the tuned set extracted on CUDA."""
+    root = str(tmp_path / "st")
+    base = extract(IMAGES, "image", "cnn", {"device": "cuda"}, store=root, progress=False)["feature_set"]
+    card = train_head([base], {"head": "finetune", "device": "cuda", "max_epochs": "3", "patience": "2"}, root,
+                      str(tmp_path / "ft"))
+    info = card["data"]["finetune"]
+    assert info["precision"] == "bfloat16" and info["device"].startswith("cuda") and info["tuned"] == ["all layers"]
+    assert card["metrics"]["accuracy"] > card["metrics"]["majority_baseline_accuracy"]
+
+
+def test_tune_blocks_is_refused_where_it_would_mean_nothing(activations, tmp_path):
+    root, name = activations
+    with pytest.raises(MmfeatError, match="store a lower one"):
+        train_head([name], {"head": "finetune", "tune_blocks": "2"}, root, str(tmp_path / "a"))
+    with pytest.raises(MmfeatError, match="tune_blocks"):
+        train_head([name], {"head": "linear", "tune_blocks": "2"}, root, str(tmp_path / "b"))

@@ -93,6 +93,9 @@ def train_finetune(sets, data, cfg, head_dir: str) -> dict:
                           "layer (--set frames=true --set frames_layer=K)")
     fs = sets[0]
     shape = fs.tensor_shape
+    if cfg.tune_blocks is not None:
+        raise MmfeatError("tune_blocks is for the network tuned on the images (a pooled cnn set); on stored "
+                          "activations or token states, the layers above the stored one are tuned: store a lower one")
     device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
     as_input = (lambda x: torch.from_numpy(x.reshape(-1, *shape))) if shape else torch.from_numpy  # noqa: E731
     x, xv = as_input(data.train.x), as_input(data.val.x).to(device)

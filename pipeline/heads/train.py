@@ -67,8 +67,8 @@ class HeadConfig:
             raise ValueError("l2_penalties must be a non-empty list of values >= 0; weight_decay >= 0")
         if not (0 < self.val_fraction < 0.5 and 0 < self.test_fraction < 0.5):
             raise ValueError("val_fraction and test_fraction must be in (0, 0.5)")
-        if self.tune_blocks is not None and self.tune_blocks < 1:
-            raise ValueError("tune_blocks must be >= 1 (unset: all layers)")
+        if self.tune_blocks is not None and (self.tune_blocks < 1 or self.head != "finetune"):
+            raise ValueError("tune_blocks (>= 1; unset: all layers) is for head=finetune on a pooled cnn set")
         if self.memory_gb <= 0:
             raise ValueError("memory_gb must be > 0")
         if self.lr <= 0 or self.max_epochs < 1 or self.patience < 1 or self.batch_size < 1:
