@@ -83,6 +83,17 @@ def test_heads_train_on_sparse_and_fused_features_and_predict(store, tmp_path):
         assert np.all(std[:blocks[0]["dim"]] == 1.0) and np.all(std[blocks[0]["dim"]:] != 1.0)
         out = predict(card["head_dir"], sets, store)
         assert out["rows"] == 60 and out["accuracy"] > 0.8  # the 60 usable texts of 62
+    # raw texts in one call: extracted with the vocabularies fitted on the training dataset (fit_on)
+    from pipeline.heads import predict_source
+
+    incoming = tmp_path / "incoming.jsonl"
+    rows = [dict(json.loads(line), id=f"new-{i}") for i, line in enumerate(open(TEXTS)) if i % 10 == 0]
+    incoming.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = predict_source(card["head_dir"], str(incoming), store)
+    assert [s.split("/")[0] for s in out["feature_sets"]] == ["incoming", "incoming"]
+    assert [FeatureStore(store).resolve(s).config_id for s in out["feature_sets"]] == \
+        [s["config_id"] for s in card["feature_sets"]]
+    assert out["rows"] == len(rows) - sum(1 for r in rows if not r["text"].strip()) and out["accuracy"] > 0.8
 
 
 def test_dense_only_heads_refuse_sparse_features_in_one_line(store, tmp_path):
