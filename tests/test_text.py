@@ -150,15 +150,15 @@ def test_token_states_are_stored_as_frames_for_sequence_heads(tmp_path):
 
 
 def test_a_config_field_added_at_its_default_keeps_stored_set_ids():
-    """frames_layer came after sets were stored: at its default it stays out of the id, so those sets
-    are still current (a changed id would re-extract every user's texts without a word)."""
+    """frames and frames_layer came after sets were stored: at their defaults they stay out of the id, so
+    those sets are still current (a changed id would re-extract every user's texts without a word)."""
     from pipeline.config import identity
     from pipeline.extractors.text.bert import BertConfig
     from pipeline.registry import create_extractor
 
-    assert "frames_layer" not in identity(BertConfig())
+    assert "frames" not in identity(BertConfig()) and "frames_layer" not in identity(BertConfig())
     assert identity(BertConfig(frames=True, frames_layer=2))["frames_layer"] == 2
-    # the default bert set's id as stored before frames_layer existed (MiniLM's pinned weights)
-    assert create_extractor("bert").config_id == "96d047a612a7df997e323d1cc1f451e908780b9a318e20e584583d61422de8f8"
+    # the default bert set's id as stored before either existed (commit b9f7eed; MiniLM's pinned weights)
+    assert create_extractor("bert").config_id == "93df340a20bac1ed18bafe7a5f85e2f7ab542572d88166fdb95b6161f1a458ea"
     with pytest.raises(ValueError, match="frames_layer"):
         BertConfig(frames_layer=2)

@@ -34,7 +34,7 @@ class BertConfig:
     long_texts: str = "window"
     window_overlap: int = 32
     max_chars: int = 1_000_000
-    frames: bool = False  # also store each text's last-layer token states (tokens x dim), for sequence heads
+    frames: bool = added_field(False)  # also store each text's last-layer token states (tokens x dim), for sequence heads
     # with frames: the token states output by encoder layer K (0-based) instead of the last one, so that
     # head=finetune can tune the layers above K from the store
     frames_layer: int | None = added_field(None)
