@@ -112,8 +112,10 @@ def markdown(card: dict, pictures: dict[str, str], head_path: str | None = None)
     how = (f"and the epoch ({card['selected']['epoch']}) by early stopping on it" if card.get("solver") != "lbfgs"
            else "solver L-BFGS (exact fit)")
     tuned = data.get("finetune")
-    where = (f"On the images themselves ({tuned['precision']}, {tuned['epochs_run']} epochs of "
-             f"{tuned['seconds_per_epoch']:g} s on {tuned['device']}), layers of {tuned['model']}"
+    runs = tuned.get("epochs_run", 0) if tuned else 0
+    where = (f"On the images themselves ({tuned['precision']}, {runs} epoch{'s' * (runs != 1)} of "
+             f"{tuned['seconds_per_epoch']:g} s on {tuned['device']}; this head reads the features extracted "
+             f"again with the tuned network, {os.path.basename(tuned['weights'])}), layers of {tuned['model']}"
              if tuned and tuned.get("mode") == "network" else
              f"The layers above {tuned['activations']} of {tuned['model']}" if tuned else "")
     chose = (f"{where} ({', '.join(tuned['tuned'])}) were "
