@@ -158,12 +158,18 @@ def _plan(spec: JobSpec, shard_size: int, retry_rejects: bool) -> tuple[Plan, Jo
     lease = Lease(store.fs, job.feature_set.path).acquire()
     try:
         # Published under the lease: a run refused for a concurrent writer changes nothing readers see.
-        handle.publish(items, manifest_digest(spec.source, items), changes)
+        handle.publish(items, manifest_digest(spec.source, items), changes, read_options(spec))
         swept = job.feature_set.sweep_debris()
         return _plan_shards(job, items, shard_size, retry_rejects, dataset.kind, lease, changes, swept), job
     except BaseException:
         Lease(store.fs, job.feature_set.path, lease).release()
         raise
+
+
+def read_options(spec: JobSpec) -> dict[str, Any]:
+    """How the source was read into the current items, recorded in the binding: a later run by the library
+    (network fine-tuning's second extraction) reads it the same way, labels from file names included."""
+    return {"allow_absolute": spec.allow_absolute, "label_from_name": spec.label_from_name, "limit": spec.limit}
 
 
 def _plan_shards(job: Job, items: pa.Table, shard_size: int, retry_rejects: bool, kind: str, lease: str,

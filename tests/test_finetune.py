@@ -118,13 +118,18 @@ def test_network_finetune_on_images_closes_the_loop(tmp_path):
 
 
 def test_network_finetune_of_all_layers_runs_on_the_cpu(tmp_path):
+    """All layers, on a glob labelled from file names: the second extraction reads the source as the
+    first did (a rerun without the pattern would publish the items without their labels)."""
     root = str(tmp_path / "st")
-    base = extract(IMAGES, "image", "cnn", {"model": "efficientnet_lite0", "image_size": "64"}, store=root,
-                   progress=False)["feature_set"]
+    base = extract(f"{IMAGES}/*/*.png", "image", "cnn", {"model": "efficientnet_lite0", "image_size": "64"},
+                   dataset="pngs", store=root, progress=False, label_from_name="(?P<label>[a-z]+)_")["feature_set"]
     card = train_head([base], {"head": "finetune", "max_epochs": "2", "patience": "1"}, root, str(tmp_path / "ft"))
     info = card["data"]["finetune"]
     assert info["tuned"] == ["all layers"] and info["epochs_run"] >= 1 and info["precision"] == "float32"
     assert card["metrics"]["accuracy"] > card["metrics"]["majority_baseline_accuracy"]
+    current = FeatureStore(root).dataset("pngs").binding()["current"]
+    assert current["changes"]["metadata_changed"] == 0 and current["read"]["label_from_name"] == "(?P<label>[a-z]+)_"
+    assert None not in FeatureStore(root).resolve(base).table(columns=["label"])["label"].to_pylist()
     with pytest.raises(MmfeatError, match="tune_blocks must be 1..16"):
         train_head([base], {"head": "finetune", "tune_blocks": "17"}, root, str(tmp_path / "bad"))
 

@@ -241,7 +241,10 @@ def _finish(fs, data, cfg, head_dir, store, source, base, weights, fit, info, se
     from .train import finish_card
 
     overrides = identity(base) | {"weights": weights}
-    summary = extract(source, "image", "cnn", overrides, dataset=fs.manifest["dataset"], store=store.uri, progress=False)
+    read = (fs.items.binding() or {}).get("current", {}).get("read", {})  # as the items were read: labels kept
+    summary = extract(source, "image", "cnn", overrides, dataset=fs.manifest["dataset"], store=store.uri, progress=False,
+                      allow_absolute=bool(read.get("allow_absolute")), label_from_name=read.get("label_from_name"),
+                      limit=read.get("limit"))
     tuned = store.resolve(summary["feature_set"])
     table, x, report = joined_table([tuned], cfg.missing)
     # The base set's splits, as they were trained and validated on (a random split drawn again over the

@@ -93,13 +93,15 @@ class DatasetItems:
             self._cache = (stamp, table.replace_schema_metadata(None))
         return self._cache[1]
 
-    def publish(self, items: pa.Table, manifest_sha256: str, changes: dict[str, int]) -> None:
-        """Make ``items`` the current view and record what "current" means (manifest hash, time)."""
+    def publish(self, items: pa.Table, manifest_sha256: str, changes: dict[str, int],
+                read: dict[str, Any] | None = None) -> None:
+        """Make ``items`` the current view and record what "current" means (manifest hash, time, and
+        ``read``: how the source was read, e.g. labels from file names)."""
         files.write_parquet_atomic(self.fs, self.items_path, items.select(ITEMS_SCHEMA.names).cast(ITEMS_SCHEMA),
                                    compression="zstd")
         binding = self.binding() or {"name": self.name}
         binding["current"] = {"manifest_sha256": manifest_sha256, "items": items.num_rows,
-                              "updated": _now(), "changes": changes}
+                              "updated": _now(), "changes": changes, **({"read": read} if read else {})}
         files.write_json_atomic(self.fs, self.binding_path, binding)
 
 
