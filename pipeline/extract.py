@@ -149,7 +149,8 @@ def _plan(spec: JobSpec, shard_size: int, retry_rejects: bool) -> tuple[Plan, Jo
         raise MmfeatError("shard_size must be >= 1")
     store = FeatureStore(spec.store)
     handle = store.dataset(spec.dataset)
-    handle.check_binding(spec.source, spec.rebind)  # before any file is hashed
+    bound = handle.check_binding(spec.source, spec.rebind)  # before any file is hashed
+    _warn_if_read_differently(bound, spec)
     dataset, items, previous = read_items(spec, handle)
     handle.bind(spec.source, spec.rebind)
     changes = compare(previous, items)
@@ -170,6 +171,16 @@ def read_options(spec: JobSpec) -> dict[str, Any]:
     """How the source was read into the current items, recorded in the binding: a later run by the library
     (network fine-tuning's second extraction) reads it the same way, labels from file names included."""
     return {"allow_absolute": spec.allow_absolute, "label_from_name": spec.label_from_name, "limit": spec.limit}
+
+
+def _warn_if_read_differently(bound: dict[str, Any] | None, spec: JobSpec) -> None:
+    """Labels from file names are part of how the source is read: a run without the last run's pattern
+    publishes the items without those labels (for every set of the dataset), so say so."""
+    before = ((bound or {}).get("current") or {}).get("read") or {}
+    if before.get("label_from_name") and before["label_from_name"] != spec.label_from_name:
+        log.warning("the last run read %s with --label-from-name %r; this run %s: the items' labels change with it",
+                    spec.source, before["label_from_name"],
+                    f"uses {spec.label_from_name!r}" if spec.label_from_name else "has none, so those labels are dropped")
 
 
 def _plan_shards(job: Job, items: pa.Table, shard_size: int, retry_rejects: bool, kind: str, lease: str,

@@ -49,9 +49,8 @@ def test_labels_from_file_names_and_unlabelled_warning(store, tmp_path, caplog):
     flat.mkdir()
     wavs = [f for f in sorted(os.listdir(os.path.join(SAMPLE, "audio"))) if f.startswith(("tone", "chirp")) and f.endswith(".wav")]
     for i, f in enumerate(wavs):
-        if True:
-            speaker = f"s{i % 6}"
-            shutil.copy(os.path.join(SAMPLE, "audio", f), flat / f"{f.split('_')[0]}_{speaker}_{f.split('_')[1]}")
+        speaker = f"s{i % 6}"
+        shutil.copy(os.path.join(SAMPLE, "audio", f), flat / f"{f.split('_')[0]}_{speaker}_{f.split('_')[1]}")
     with caplog.at_level("WARNING", logger="mmfeat"):
         plain = extract(str(flat), "audio", store=store, dataset="plain")
     assert "no item has a label" in caplog.text and plain["rows"] > 0
@@ -70,6 +69,10 @@ def test_labels_from_file_names_and_unlabelled_warning(store, tmp_path, caplog):
     data = load_head_data(joined_table([fs], "drop"), "label", 0, 0.15, 0.2, "speaker")
     per_split = [{speakers[i] for i in part.ids} for part in (data.train, data.val, data.test)]
     assert not (per_split[0] & per_split[1] or per_split[0] & per_split[2] or per_split[1] & per_split[2])
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mmfeat"):
+        extract(str(flat), "audio", store=store)  # the same dataset, read without the pattern this time
+    assert "with --label-from-name" in caplog.text and "labels are dropped" in caplog.text
     with pytest.raises(MmfeatError, match="matches none"):
         extract(str(flat), "audio", store=store, dataset="x", label_from_name=r"(?P<label>zzz)")
 
