@@ -138,8 +138,9 @@ def read_items(spec: JobSpec, handle) -> tuple[Dataset, pa.Table, pa.Table]:
     dataset = load_dataset(spec.source, spec.dataset, spec.allow_absolute, spec.label_from_name, spec.limit)
     require_modality_columns(dataset, spec.modality, spec.source)
     if dataset.table["label"].null_count == dataset.table.num_rows:
-        log.warning("%s: no item has a label (no label column, no label folders): heads need labels; add a "
-                    "'label' column, use root/<label>/<file> folders, or --label-from-name REGEX", spec.dataset)
+        log.warning("%s: no item has a label (no label column, no label folders): fine for predicting; to train "
+                    "a head, add a 'label' column, use root/<label>/<file> folders, or --label-from-name REGEX",
+                    spec.dataset)
     previous = handle.current()
     return dataset, build_items(dataset, previous), previous
 
