@@ -20,6 +20,8 @@ import os
 import time
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch import nn
 
@@ -202,8 +204,7 @@ def _paths(fs, source: str, ids: np.ndarray) -> list[str]:
         raise MmfeatError(f"the images of {fs.name} are not readable where the dataset was bound ({exc}); "
                           "network fine-tuning reads them again") from None
     items = fs.items.current()
-    where = dict(zip(items["id"].to_pylist(), items["source"].to_pylist()))
-    rel = [where.get(i) for i in ids]
+    rel = pc.take(items["source"], pc.index_in(pa.array(ids.astype(str)), value_set=items["id"])).to_pylist()
     paths, bad = resolve_paths(Dataset(fs.manifest["dataset"], root, items, "path"), rel)
     if bad:
         first = next(iter(bad.values()))
@@ -230,9 +231,6 @@ def _save_network(model: nn.Module, head_dir: str) -> str:
 def _finish(fs, data, cfg, head_dir, store, source, base, weights, fit, info, seconds, device) -> dict:
     """Extract the dataset with the tuned weights; the head is the tuned classifier on that set."""
     import dataclasses
-
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     from ..config import identity
     from ..extract import extract
