@@ -31,7 +31,8 @@ def finetune_flow(source: str, dataset: str | None = None, model: str = "efficie
     Returns the head card's path. ``overrides``: head keys (lr, max_epochs, patience, ...)."""
     extract_config = {"model": model, **({"activations": activations} if activations else {})}
     feature_set = extract_flow(source, "image", "cnn", extract_config, dataset=dataset, store=store)
-    head = dict(overrides or {}, **({"tune_blocks": str(tune_blocks)} if tune_blocks is not None else {}))  # refused with activations
+    # tune_blocks with activations reaches the library, which refuses it in one line
+    head = dict(overrides or {}, **({"tune_blocks": str(tune_blocks)} if tune_blocks is not None else {}))
     card = train_head_flow([feature_set], label=label, head="finetune", overrides=head, store=store, out=out)
     if export_to:
         import os
