@@ -158,7 +158,8 @@ def train_finetune(sets, data, cfg, head_dir: str) -> dict:
                                "pretrained_lr": cfg.lr * PRETRAINED_LR_FACTOR, "head_lr": cfg.lr * HEAD_LR_FACTOR,
                                "probe_l2": probe_l2}
     empty = np.zeros(0, np.float32)
-    return finish_card(sets, data, cfg, "adamw", [], fs.dim if shape else int(data.train.x.shape[-1]), fit, [fit], temperature, model, None,
+    dim = fs.dim if shape else int(data.train.x.shape[-1])  # token states: the padded width, mask included
+    return finish_card(sets, data, cfg, "adamw", [], dim, fit, [fit], temperature, model, None,
                        seconds, empty, empty, logits, device, head_dir, None)
 
 

@@ -97,7 +97,8 @@ def train_network(fs, data, cfg, head_dir: str, store) -> dict:
     tuned = _trainable(model, base.model, cfg.tune_blocks)
     fc.requires_grad_(True)
     model.to(device).to(memory_format=torch.channels_last)
-    loss_fn = nn.CrossEntropyLoss(weight=class_weights(data.train.y, k, "balanced" if cfg.class_weight == "balanced" else "none", str(device)))
+    weighting = "balanced" if cfg.class_weight == "balanced" else "none"
+    loss_fn = nn.CrossEntropyLoss(weight=class_weights(data.train.y, k, weighting, str(device)))
     # LP-FT: the classifier starts as the linear probe on the stored (frozen-network) features.
     x, xv = (torch.from_numpy(np.asarray(s.x, np.float32)).to(device) for s in (data.train, data.val))
     probe = min(fit_linear_lbfgs(x, torch.from_numpy(data.train.y).to(device), xv, torch.from_numpy(data.val.y).to(device),
@@ -115,7 +116,8 @@ def train_network(fs, data, cfg, head_dir: str, store) -> dict:
     train_decode = TrainingDecode(square, ext.resize, ext.resize, ext.interpolation)
     gen = torch.Generator().manual_seed(cfg.seed)
     train_loader = torch.utils.data.DataLoader(Images(paths[:len(data.train.y)], data.train.y, train_decode),
-                                               batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(cfg.seed), **common)
+                                               batch_size=batch, shuffle=True,
+                                               generator=torch.Generator().manual_seed(cfg.seed), **common)
     val_loader = torch.utils.data.DataLoader(Images(paths[len(data.train.y):], data.val.y, ext.decoder("path")),
                                              batch_size=batch, **common)
     normalize = lambda u8: ((u8.to(device, non_blocking=True).float() - ext.mean) / ext.std).contiguous(  # noqa: E731
@@ -208,7 +210,8 @@ def _paths(fs, source: str, ids: np.ndarray) -> list[str]:
     paths, bad = resolve_paths(Dataset(fs.manifest["dataset"], root, items, "path"), rel)
     if bad:
         first = next(iter(bad.values()))
-        raise MmfeatError(f"{len(bad)} stored item(s) have no usable path any more (e.g. {first.reason}: {first}); re-extract first")
+        raise MmfeatError(f"{len(bad)} stored item(s) have no usable path any more (e.g. {first.reason}: {first}); "
+                          "re-extract first")
     return paths
 
 
