@@ -115,6 +115,13 @@ def test_network_finetune_on_images_closes_the_loop(tmp_path):
     assert run(["export", str(tmp_path / "ft"), "--out", weights, "--store", root]) == 0
     assert sha256_file(weights) == sha256_file(info["weights"])
     load_backbone("efficientnet_lite1", weights)
+    # the run carries its own copy: without <head>/networks (another machine, a head fetched from S3),
+    # raw inputs still extract with the tuned network (same set id) and export still works
+    shutil.rmtree(tmp_path / "ft" / "networks")
+    again = predict_source(str(tmp_path / "ft"), str(new), root, dataset="elsewhere")
+    assert FeatureStore(root).resolve(again["feature_sets"][0]).config_id == tuned_set.config_id
+    assert run(["export", str(tmp_path / "ft"), "--out", str(tmp_path / "again.pth"), "--store", root]) == 0
+    assert sha256_file(str(tmp_path / "again.pth")) == sha256_file(weights)
 
 
 def test_network_finetune_of_all_layers_runs_on_the_cpu(tmp_path):

@@ -11,9 +11,11 @@ from ..store import files
 from . import report
 
 
-def save_head(head_dir: str, model: torch.nn.Module, card: dict, curve, y_true, y_pred, classes) -> str:
+def save_head(head_dir: str, model: torch.nn.Module, card: dict, curve, y_true, y_pred, classes,
+              carried: dict[str, str] | None = None) -> str:
     """Write a training run to ``<head_dir>/runs/<time>-<id>/`` through a staging folder renamed into
-    place (a kill leaves no half-written head), then point ``<head_dir>/latest`` at it. Returns the run."""
+    place (a kill leaves no half-written head), then point ``<head_dir>/latest`` at it. Returns the run.
+    ``carried``: name -> path of more files the run carries (a tuned network's weights), copied in."""
     import shutil
     import uuid
     from datetime import datetime, timezone
@@ -26,6 +28,8 @@ def save_head(head_dir: str, model: torch.nn.Module, card: dict, curve, y_true, 
     os.makedirs(staging)
     try:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(staging, "head.safetensors"))
+        for name, src in (carried or {}).items():
+            shutil.copyfile(src, os.path.join(staging, name))
         card["versions"] = _versions()
         with open(os.path.join(staging, "head.json"), "w") as f:
             json.dump(card, f, indent=1)

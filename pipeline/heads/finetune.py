@@ -221,16 +221,16 @@ def export_weights(head_dir: str, out: str, store=None) -> dict:
     import os
 
     from ..extractors.image.models import load_backbone
-    from .artifacts import load_head
-
+    from .artifacts import load_head, resolve_head_dir
     from .validate import tunes_network
 
-    model, card = load_head(head_dir, store)
+    run = resolve_head_dir(head_dir, store)
+    model, card = load_head(run)
     if card["head"] != "finetune":
         raise MmfeatError(f"{head_dir}: a {card['head']} head has no network layers to export (head=finetune has)")
     info = card["data"]["finetune"]
     if tunes_network(card):  # the whole tuned network is already a weights file
-        return _copy_network(info, out)
+        return _copy_network(run, info, out)
     if info.get("frames_layer") is not None:
         from .text_top import export_encoder
 
@@ -259,18 +259,19 @@ def export_weights(head_dir: str, out: str, store=None) -> dict:
     return {"path": os.path.abspath(out), "model": info["model"], "tuned_tensors": renamed, "tuned": info["tuned"]}
 
 
-def _copy_network(info: dict, out: str) -> dict:
+def _copy_network(run: str, info: dict, out: str) -> dict:
     """A network-tuned head's weights file, copied to ``out`` after checking it is the one its
-    feature set was extracted with (its name is the first 12 hex digits of its sha256)."""
+    feature set was extracted with (that file's name is the first 12 hex digits of its sha256)."""
     import os
     import shutil
 
     from ..config import sha256_file
+    from .network import network_weights
 
-    src = info["weights"]
+    src = network_weights(run, info)
     if not os.path.isfile(src):
-        raise MmfeatError(f"{src}: the tuned network of this head is missing")
-    if not sha256_file(src).startswith(os.path.basename(src).split(".")[0]):
+        raise MmfeatError(f"{info['weights']}: the tuned network of this head is missing (and not in its run)")
+    if not sha256_file(src).startswith(os.path.basename(info["weights"]).split(".")[0]):
         raise MmfeatError(f"{src}: the tuned network's bytes changed since training (its sha256 no longer matches)")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = out + ".tmp"

@@ -272,5 +272,16 @@ def _finish(fs, data, cfg, head_dir, store, source, base, weights, fit, info, se
     tuned_data.report["finetune"] = info
     dim = tuned.dim
     fit = dataclasses.replace(fit, val_accuracy=float((val_logits.argmax(1).numpy() == tuned_data.val.y).mean()))
+    # The run carries its network too (NETWORK_FILE): a head published to an object store, or copied to
+    # another machine, still predicts raw inputs and exports without <head>/networks.
     return finish_card([tuned], tuned_data, cfg, "adamw", [], dim, fit, [fit], temperature, head, None, seconds,
-                       np.zeros(dim, np.float32), np.ones(dim, np.float32), logits, device, head_dir, None)
+                       np.zeros(dim, np.float32), np.ones(dim, np.float32), logits, device, head_dir, None,
+                       carried={NETWORK_FILE: weights})
+
+
+NETWORK_FILE = "network.pth"
+
+
+def network_weights(run: str, info: dict) -> str:
+    """The tuned network of a network-tuned head's run: where it was written, else the run's own copy."""
+    return info["weights"] if os.path.isfile(info["weights"]) else os.path.join(run, NETWORK_FILE)

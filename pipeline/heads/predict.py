@@ -118,6 +118,10 @@ def predict_source(head_dir: str, source: str, store: str | None = None, dataset
         runtime = {f.name for f in dataclasses.fields(cls.config_type) if f.metadata.get("runtime")}
         config = fs.manifest["config"]
         overrides = {k: v for k, v in config.items() if k not in runtime or (k == "weights" and v)}
+        if overrides.get("weights") and not os.path.isfile(overrides["weights"]) and tunes_network(card):
+            from .network import network_weights  # another machine: the run's own copy of the network
+
+            overrides["weights"] = network_weights(run, card["data"]["finetune"])
         summary = extract(source, cls.modality, cls.name, overrides, dataset=dataset, store=store, progress=False,
                           fit_on=fs.manifest["dataset"] if cls.corpus_fitted else None)
         specs.append(summary["feature_set"])

@@ -203,7 +203,8 @@ def _train_one(sets, data, cfg: HeadConfig, head_dir: str) -> dict:
 
 def finish_card(sets, data, cfg: HeadConfig, solver: str, penalties, dim: int, best, fits, temperature: float,
                 model: torch.nn.Module, refit, seconds: float, mean, std, logits: torch.Tensor, device: str,
-                head_dir: str, sklearn: dict | None, y_test: np.ndarray | None = None) -> dict:
+                head_dir: str, sklearn: dict | None, y_test: np.ndarray | None = None,
+                carried: dict[str, str] | None = None) -> dict:
     """Test metrics from the test logits (rows in ``y_test`` order, default ``data.test.y``), the card,
     and the head written to ``head_dir`` (in memory and streamed heads alike)."""
     y_test = data.test.y if y_test is None else y_test
@@ -227,7 +228,7 @@ def finish_card(sets, data, cfg: HeadConfig, solver: str, penalties, dim: int, b
         "solver": {"linear": solver, "prototype": "class means"}.get(cfg.head, "adamw"),
         "temperature": temperature, "refit": refit,
     }
-    card["path"] = save_head(head_dir, model, card, best.curve, y_test, proba.argmax(1), data.classes)
+    card["path"] = save_head(head_dir, model, card, best.curve, y_test, proba.argmax(1), data.classes, carried)
     card["head_dir"] = head_dir
     return card
 
