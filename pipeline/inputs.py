@@ -50,14 +50,13 @@ def load_dataset(source: str, name: str | None = None, allow_absolute: bool = Fa
     (the same items whatever order the manifest lists them in)."""
     from .sources import labels_from_names, sample, scan_folder, scan_glob
 
+    root = source_root(source)
     if is_glob(source) and not os.path.exists(source):
-        root, table = scan_glob(source)
-    elif not os.path.exists(source):
-        raise MmfeatError(f"dataset source not found: {source}")
+        _, table = scan_glob(source)
     elif os.path.isdir(source):
-        root, table = os.path.abspath(source), scan_folder(source)
+        table = scan_folder(source)
     else:
-        root, table = os.path.dirname(os.path.abspath(source)), read_manifest(source)
+        table = read_manifest(source)
     default = default_dataset_name(source)
     kind = "text" if "text" in table.column_names and "path" not in table.column_names else "path"
     table = _normalize(table, kind, source)
@@ -68,6 +67,18 @@ def load_dataset(source: str, name: str | None = None, allow_absolute: bool = Fa
     if limit is not None:
         table = sample(table, limit)
     return Dataset(check_name("dataset", name or default), root, table, kind, allow_absolute)
+
+
+def source_root(source: str) -> str:
+    """The folder a source's paths are relative to (a folder itself, a manifest's folder, the part of a
+    glob above its first wildcard), without reading or scanning the source."""
+    from .sources import glob_root
+
+    if is_glob(source) and not os.path.exists(source):
+        return os.path.abspath(glob_root(source))
+    if not os.path.exists(source):
+        raise MmfeatError(f"dataset source not found: {source}")
+    return os.path.abspath(source) if os.path.isdir(source) else os.path.dirname(os.path.abspath(source))
 
 
 def is_glob(source: str) -> bool:

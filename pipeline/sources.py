@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import MmfeatError
-from .inputs import _SPLIT_ALIASES, SPLITS
+from .inputs import _SPLIT_ALIASES, SPLITS, source_root
 from .store.schema import META_TYPE
 
 
@@ -49,7 +49,7 @@ def glob_root(pattern: str) -> str:
 
 def scan_glob(pattern: str) -> tuple[str, pa.Table]:
     """(root, table) of the regular files matching ``pattern`` (``**`` spans folders); unlabelled."""
-    root = os.path.abspath(glob_root(pattern))
+    root = source_root(pattern)
     matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
     if not matches:
         raise MmfeatError(f"no files match {pattern!r}")

@@ -29,6 +29,14 @@ class HeadData:
     report: dict  # counts of what was joined, dropped and why
 
 
+def input_column(head: str, sets: list[FeatureSet]) -> str:
+    """What a head reads: ``frames`` for heads over sequences (sequence heads; finetune on a bert set of a
+    layer's token states), ``features`` otherwise. Training and prediction ask the same question."""
+    layer = sets[0].manifest.get("config", {}).get("frames_layer") if len(sets) == 1 else None
+    states = head == "finetune" and layer is not None
+    return "frames" if head == "sequence" or states else "features"
+
+
 def joined_table(sets: list[FeatureSet], missing: str, with_features: bool = True,
                  column: str = "features", max_bytes: float | None = None) -> tuple[pa.Table, np.ndarray, dict]:
     """Join feature sets on id; returns (id/label/split table, concatenated features, report). Without

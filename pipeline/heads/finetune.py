@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import MmfeatError
+from ..extractors.runtime import resolve_device
 from ..progress import log
 from .model import EarlyStopping, Fit
 
@@ -39,26 +40,29 @@ class EfficientNetTop(nn.Module):
         self.fc = nn.Linear(self.conv_head.out_channels, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.pooled(x)))
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled features the classifier sees."""
         for i, block in enumerate(self.blocks):  # stochastic depth as in pretraining, scaled by depth
             x = block(x, drop_connect_rate=self.drop_connect * (self.start + i) / self.total or None)
-        return self.fc(self.dropout(self.pooled(x, blocks_done=True)))
-
-    def pooled(self, x: torch.Tensor, blocks_done: bool = False) -> torch.Tensor:
-        """The pooled features the classifier sees (after the blocks when ``blocks_done``)."""
-        if not blocks_done:
-            for i, block in enumerate(self.blocks):
-                x = block(x, drop_connect_rate=self.drop_connect * (self.start + i) / self.total or None)
         return self.act(self.bn1(self.conv_head(x))).mean(dim=(2, 3))
 
     def pretrained_parameters(self) -> list[nn.Parameter]:
         return [p for name, p in self.named_parameters() if not name.startswith("fc.")]
 
     def train(self, mode: bool = True) -> "EfficientNetTop":
-        super().train(mode)
-        for m in self.modules():  # frozen batch-norm statistics (their affine weights still learn)
-            if isinstance(m, nn.BatchNorm2d):
-                m.eval()
-        return self
+        return frozen_batch_norm(super().train(mode))
+
+
+def frozen_batch_norm(model: nn.Module) -> nn.Module:
+    """Batch-norm layers back in eval mode: their pretrained statistics stay (small batches would corrupt
+    them; measured on the 32-px photos, network tuned whole: 88.0% frozen, 86.0% updated); their affine
+    weights still learn."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    return model
 
 
 def top_for(provenance: dict, n_classes: int, dropout: float) -> tuple[EfficientNetTop, list[str]]:
@@ -96,7 +100,7 @@ def train_finetune(sets, data, cfg, head_dir: str) -> dict:
     if cfg.tune_blocks is not None:
         raise MmfeatError("tune_blocks is for the network tuned on the images (a pooled cnn set); on stored "
                           "activations or token states, the layers above the stored one are tuned: store a lower one")
-    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
+    device = str(resolve_device(cfg.device))
     as_input = (lambda x: torch.from_numpy(x.reshape(-1, *shape))) if shape else torch.from_numpy  # noqa: E731
     x, xv = as_input(data.train.x), as_input(data.val.x).to(device)
     y, yv = torch.from_numpy(data.train.y), torch.from_numpy(data.val.y).to(device)
@@ -263,9 +267,9 @@ def _copy_network(run: str, info: dict, out: str) -> dict:
     """A network-tuned head's weights file, copied to ``out`` after checking it is the one its
     feature set was extracted with (that file's name is the first 12 hex digits of its sha256)."""
     import os
-    import shutil
 
     from ..config import sha256_file
+    from ..store import files
     from .network import network_weights
 
     src = network_weights(run, info)
@@ -273,8 +277,6 @@ def _copy_network(run: str, info: dict, out: str) -> dict:
         raise MmfeatError(f"{info['weights']}: the tuned network of this head is missing (and not in its run)")
     if not sha256_file(src).startswith(os.path.basename(info["weights"]).split(".")[0]):
         raise MmfeatError(f"{src}: the tuned network's bytes changed since training (its sha256 no longer matches)")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = out + ".tmp"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, out)
+    with open(src, "rb") as f:
+        files.write_bytes_atomic(files.LOCAL, os.path.abspath(out), f.read())
     return {"path": os.path.abspath(out), "model": info["model"], "tuned_tensors": None, "tuned": info["tuned"]}

@@ -27,16 +27,16 @@ from torch import nn
 
 from ..errors import MmfeatError
 from ..progress import log
-from .finetune import HEAD_LR_FACTOR, PRETRAINED_LR_FACTOR
+from .finetune import HEAD_LR_FACTOR, PRETRAINED_LR_FACTOR, frozen_batch_norm
 from .image_batches import Images, TrainingDecode, collate, random_crops
 from .model import EarlyStopping, Fit
 
 
 def _classifier(model: nn.Module) -> tuple[nn.Module, str]:
-    """The module holding the model's last Linear layer and that layer's attribute name (the layer
-    whose input is the ``penultimate`` feature)."""
-    name = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
-    parent, _, attr = name.rpartition(".")
+    """The module holding the layer whose input the ``penultimate`` features are, and its attribute name."""
+    from ..extractors.image.models import last_linear
+
+    parent, _, attr = last_linear(model).rpartition(".")
     return (model.get_submodule(parent) if parent else model), attr
 
 
@@ -58,20 +58,12 @@ def _trainable(model: nn.Module, model_name: str, tune_blocks: int | None) -> li
     return [f"_blocks.{i}" for i in range(total - tune_blocks, total)] + ["_conv_head", "_bn1"]
 
 
-def _frozen_statistics(model: nn.Module) -> nn.Module:
-    model.train()
-    for m in model.modules():  # small batches would corrupt the pretrained batch-norm statistics
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-    return model
-
-
 def train_network(fs, data, cfg, head_dir: str, store) -> dict:
     """Fine-tune ``fs``'s network on its dataset's images; extract again with the tuned weights; write
     the head (the tuned classifier on the new set). ``store``: the FeatureStore holding ``fs``."""
     from ..extractors.image.cnn import CNNConfig, CNNExtractor
     from ..extractors.image.models import load_backbone
-    from ..extractors.runtime import autocast, loader_context
+    from ..extractors.runtime import autocast, loader_context, resolve_device
     from .model import fit_linear_lbfgs
     from .train import class_weights
 
@@ -79,13 +71,13 @@ def train_network(fs, data, cfg, head_dir: str, store) -> dict:
     if config.get("activations") or tuple(config.get("layers", ())) != ("penultimate",) or config.get("flip_tta"):
         raise MmfeatError("network fine-tuning starts from a cnn set of penultimate features (no activations, "
                           "layers or flip_tta)")
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = resolve_device(cfg.device)
     fields = set(CNNConfig.__dataclass_fields__)
     base = CNNConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k in fields} |
                      {"device": str(device), "gpu_resize": False, "compile": False})
     ext = CNNExtractor(base)  # the extraction's geometry, normalization and decoders
-    source = _bound_source(fs)
+    binding = _binding(fs)
+    source = binding["source"]
     paths = _paths(fs, source, np.concatenate([data.train.ids, data.val.ids]))
     k = len(data.classes)
     torch.manual_seed(cfg.seed)
@@ -145,7 +137,7 @@ def train_network(fs, data, cfg, head_dir: str, store) -> dict:
     curve, accuracy = [(0, float("nan"), val_loss)], {0: val_acc}
     start = time.perf_counter()
     for epoch in range(1, cfg.max_epochs + 1):
-        _frozen_statistics(model)
+        frozen_batch_norm(model.train())
         total = n = 0.0
         for images, labels, bad in train_loader:
             _count(skipped, bad)
@@ -179,7 +171,7 @@ def train_network(fs, data, cfg, head_dir: str, store) -> dict:
             "epochs_run": len(curve) - 1, "seconds_per_epoch": round(seconds / max(len(curve) - 1, 1), 2),
             "pretrained_lr": cfg.lr * PRETRAINED_LR_FACTOR, "head_lr": cfg.lr * HEAD_LR_FACTOR, "probe_l2": probe.l2,
             "unreadable_skipped": sorted(skipped)}
-    return _finish(fs, data, cfg, head_dir, store, source, base, weights, fit, info, seconds, str(device))
+    return _finish(fs, data, cfg, head_dir, store, binding, base, weights, fit, info, seconds, str(device))
 
 
 def _count(skipped: set[str], reasons: list[str]) -> None:
@@ -189,19 +181,20 @@ def _count(skipped: set[str], reasons: list[str]) -> None:
         skipped.add(reason)
 
 
-def _bound_source(fs) -> str:
+def _binding(fs) -> dict:
+    """The dataset's binding: its source, and how the source was read (``current.read``)."""
     binding = fs.items.binding()
     if not binding:
         raise MmfeatError(f"{fs.name}: the dataset has no bound source; network fine-tuning reads its images again")
-    return binding["source"]
+    return binding
 
 
 def _paths(fs, source: str, ids: np.ndarray) -> list[str]:
     """Files of the given item ids, under the root the dataset is bound to (checked as at extraction)."""
-    from ..inputs import Dataset, load_dataset, resolve_paths
+    from ..inputs import Dataset, resolve_paths, source_root
 
     try:
-        root = load_dataset(source).root
+        root = source_root(source)
     except MmfeatError as exc:
         raise MmfeatError(f"the images of {fs.name} are not readable where the dataset was bound ({exc}); "
                           "network fine-tuning reads them again") from None
@@ -231,7 +224,7 @@ def _save_network(model: nn.Module, head_dir: str) -> str:
     return path
 
 
-def _finish(fs, data, cfg, head_dir, store, source, base, weights, fit, info, seconds, device) -> dict:
+def _finish(fs, data, cfg, head_dir, store, binding, base, weights, fit, info, seconds, device) -> dict:
     """Extract the dataset with the tuned weights; the head is the tuned classifier on that set."""
     import dataclasses
 
@@ -242,8 +235,8 @@ def _finish(fs, data, cfg, head_dir, store, source, base, weights, fit, info, se
     from .train import finish_card
 
     overrides = identity(base) | {"weights": weights}
-    read = (fs.items.binding() or {}).get("current", {}).get("read", {})  # as the items were read: labels kept
-    summary = extract(source, "image", "cnn", overrides, dataset=fs.manifest["dataset"], store=store.uri, progress=False,
+    read = binding.get("current", {}).get("read", {})  # as the items were read: labels kept
+    summary = extract(binding["source"], "image", "cnn", overrides, dataset=fs.manifest["dataset"], store=store.uri, progress=False,
                       allow_absolute=bool(read.get("allow_absolute")), label_from_name=read.get("label_from_name"),
                       limit=read.get("limit"))
     tuned = store.resolve(summary["feature_set"])

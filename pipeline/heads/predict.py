@@ -14,10 +14,10 @@ from ..store import FeatureStore, feature_matrix
 from ..store import files
 from ..store.schema import META_TYPE
 from .artifacts import load_head, resolve_head_dir
-from .data import joined_table, label_values
+from .data import input_column, joined_table, label_values
 from .remote import is_remote, names
 from .model import predict_proba
-from .validate import tunes_network
+from .validate import read_card, tunes_network
 
 
 def predict(head_dir: str, feature_sets: list[str] | str, store: str | None = None) -> dict:
@@ -51,8 +51,7 @@ def predict(head_dir: str, feature_sets: list[str] | str, store: str | None = No
     predicted, truth_all = [], []
     writer = None
     try:
-        states = card["head"] == "finetune" and card["data"]["finetune"].get("frames_layer") is not None
-        for table, x in _batches(sets, "frames" if card["head"] == "sequence" or states else "features"):  # per part
+        for table, x in _batches(sets, input_column(card["head"], sets)):  # per part file
             if x.shape[-1] != card["dim"]:
                 raise MmfeatError(f"the feature sets give {x.shape[1]} features, the head expects {card['dim']}")
             if card["head"] == "sequence":
@@ -106,7 +105,7 @@ def predict_source(head_dir: str, source: str, store: str | None = None, dataset
 
     st = FeatureStore(store)
     run = os.path.abspath(resolve_head_dir(head_dir, st))
-    _, card = load_head(run)
+    card = read_card(run)
     specs, runs = [], []
     for trained in card["feature_sets"]:
         try:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import MmfeatError
+from ..extractors.runtime import resolve_device
 
 SEQUENCE_WIDTH = 128
 
@@ -94,7 +95,7 @@ def train_sequence(sets, data, cfg, head_dir: str) -> dict:
     from .model import fit_one
     from .train import class_weights, finish_card
 
-    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
+    device = str(resolve_device(cfg.device))
     mean, std = frame_standardization(data.train.x)
     as_t = lambda a: torch.from_numpy(standardize(a, mean, std)).to(device)  # noqa: E731
     x, xv = as_t(data.train.x), as_t(data.val.x)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..progress import log
+from ..extractors.runtime import resolve_device
 from ..store import feature_matrix
 from .data import HeadData, load_head_data
 
@@ -179,7 +180,7 @@ def train_streamed(fs, joined_meta, label: str, cfg, head_dir: str) -> dict:
     folder = scratch()
     try:
         data, spilled = spill(fs, joined_meta, label, cfg, folder)
-        device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
+        device = str(resolve_device(cfg.device))
         rows = chunk_rows(fs.dim, cfg.memory_gb)
         start = time.perf_counter()
         mean, std = moments([spilled["train"]], rows)

@@ -10,11 +10,12 @@ import torch
 
 from ..config import apply_overrides, canonical_json, check_choice, sha256_text
 from ..errors import MmfeatError
+from ..extractors.runtime import resolve_device
 from ..progress import log
 from ..store import FeatureStore
 from .artifacts import save_head
 from .remote import is_remote, publish
-from .data import joined_table, load_head_data
+from .data import input_column, joined_table, load_head_data
 from .metrics import classification_metrics, sklearn_baseline
 from .calibration import expected_calibration_error, fit_temperature
 from .design import SPARSE_L2_PENALTIES, forward, is_sparse, scaled, standardization, to_device, vstack
@@ -97,7 +98,7 @@ def train_heads(feature_sets: list[str], labels: list[str] | tuple[str, ...] = (
     sets = [st.resolve(spec) for spec in feature_sets]
     stream = _streams(sets, cfg)
     joined = joined_table(sets, cfg.missing, with_features=not stream,
-                          column=_column(sets, cfg), max_bytes=cfg.memory_gb * 2**30)
+                          column=input_column(cfg.head, sets), max_bytes=cfg.memory_gb * 2**30)
     cards = []
     for label in labels:
         name = "-".join(s.name.replace("/", "_") for s in sets) + (f"-{label}" if label != "label" else "") + \
@@ -132,12 +133,6 @@ def train_heads(feature_sets: list[str], labels: list[str] | tuple[str, ...] = (
     return cards
 
 
-def _column(sets, cfg: HeadConfig) -> str:
-    """``frames`` for heads over sequences (sequence heads; finetune on a layer's token states)."""
-    states = cfg.head == "finetune" and len(sets) == 1 and sets[0].manifest.get("config", {}).get("frames_layer") is not None
-    return "frames" if cfg.head == "sequence" or states else "features"
-
-
 def _streams(sets, cfg: HeadConfig) -> bool:
     """Whether to train streamed: one dense set, a linear L-BFGS head, features over ``memory_gb`` (the
     in-memory path holds about four copies of them). Other heads over the budget are loaded whole."""
@@ -154,7 +149,7 @@ def _streams(sets, cfg: HeadConfig) -> bool:
 def _train_one(sets, data, cfg: HeadConfig, head_dir: str) -> dict:
     if not len(data.val.y) or not len(data.test.y):
         raise MmfeatError(f"too few labelled rows to hold out validation and test data: {data.report['sizes']}")
-    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
+    device = str(resolve_device(cfg.device))
     sparse = is_sparse(data.train.x)
     if sparse and (cfg.head != "linear" or cfg.solver == "adamw"):
         raise MmfeatError(f"sparse features ({', '.join(b['set'] for b in data.report['blocks'] if b['sparse'])}) "

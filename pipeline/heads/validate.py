@@ -22,7 +22,7 @@ MAX_PARAMETERS = 1 << 28  # 1 GiB of float32: a card asking for more is refused 
 
 
 def load_checked(run: str) -> tuple[torch.nn.Module, dict]:
-    card = _card(run)
+    card = read_card(run)
     dim, k, hidden = card["dim"], len(card["classes"]), tuple(card["config"].get("hidden", ()))
     if card["head"] == "finetune" and not tunes_network(card):  # the pretrained top, from its weights package
         from .finetune import load_top
@@ -53,7 +53,8 @@ def load_checked(run: str) -> tuple[torch.nn.Module, dict]:
     return model.eval(), card
 
 
-def _card(run: str) -> dict:
+def read_card(run: str) -> dict:
+    """A run's head card, its schema checked (no weights loaded)."""
     path = os.path.join(run, "head.json")
     try:
         with open(path, encoding="utf-8") as f:

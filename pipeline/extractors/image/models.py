@@ -163,6 +163,13 @@ class Activations(nn.Module):
         raise MmfeatError("the activations module was not reached by the forward pass")
 
 
+def last_linear(model: nn.Module) -> str | None:
+    """The name of the model's last Linear layer, whose input is the ``penultimate`` feature (pooled
+    pre-logits for ResNet, EfficientNet, ConvNeXt, MobileNet; fc7 for VGG); None without one."""
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
 class PooledFeatures(nn.Module):
     """Global-average-pooled outputs of chosen layers, concatenated.
 
@@ -175,13 +182,13 @@ class PooledFeatures(nn.Module):
         self.model = model
         self._captured: dict[str, torch.Tensor] = {}
         modules = dict(model.named_modules())
-        linears = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
+        classifier = last_linear(model)
         self.layers = layers
         for layer in layers:
             if layer == "penultimate":
-                if not linears:
+                if classifier is None:
                     raise MmfeatError("model has no Linear layer: name layers explicitly (layers=...)")
-                modules[linears[-1]].register_forward_pre_hook(self._save_input("penultimate"))
+                modules[classifier].register_forward_pre_hook(self._save_input("penultimate"))
             elif layer in modules:
                 modules[layer].register_forward_hook(self._save_output(layer))
             else:
