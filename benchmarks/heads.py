@@ -63,6 +63,7 @@ def sklearn_fit(x, y, xv, yv, xt, yt, cs) -> tuple[float, float, float]:
 
 def main() -> None:
     from pipeline.heads import HeadConfig, train_head
+    from pipeline.heads.config import DEFAULT_L2
     from pipeline.heads.data import joined_table, load_head_data
     from pipeline.store import FeatureStore
 
@@ -79,12 +80,11 @@ def main() -> None:
             name = write_set(store, x, y)
             card = train_head([name], {"sklearn_baseline": False, "solver": "lbfgs"}, store, os.path.join(tmp, f"head{n}"))
             ours_s, ours_acc = card["train_seconds"], card["metrics"]["accuracy"]
-            data = load_head_data(joined_table([FeatureStore(store).resolve(name)], cfg.missing), "label", cfg.seed,
-                                  cfg.val_fraction, cfg.test_fraction)
+            data = load_head_data(joined_table([FeatureStore(store).resolve(name)], cfg.missing), "label", cfg)
             mean, std = data.train.x.mean(0), np.maximum(data.train.x.std(0), 1e-6)
             z = [(s.x - mean) / std for s in (data.train, data.val, data.test)]
             one_s, one_acc, _ = sklearn_fit(z[0], data.train.y, z[1], data.val.y, z[2], data.test.y, [1.0])
-            cs = [1.0 / (l2 * len(data.train.y)) for l2 in cfg.l2_penalties]
+            cs = [1.0 / (l2 * len(data.train.y)) for l2 in DEFAULT_L2]
             sweep_s, sweep_acc, sweep_c = sklearn_fit(z[0], data.train.y, z[1], data.val.y, z[2], data.test.y, cs)
             single = train_head([name], {"sklearn_baseline": False, "l2_penalties": [1.0 / len(data.train.y)]}, store,
                                 os.path.join(tmp, f"single{n}"))

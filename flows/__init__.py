@@ -1,7 +1,7 @@
 """Prefect 3 flows over the mmfeat library: ``extract``, ``train-head``, ``predict`` and ``finetune``.
 
 Thin wrappers: every task is one library call. Run them directly (``extract_flow(...)``), serve them
-(``python -m flows.serve``) or deploy them with ``prefect deploy --all`` (prefect.yaml).
+(``flow.serve()``) or deploy them with ``prefect deploy --all`` (prefect.yaml).
 """
 from flows.extract import extract_flow
 from flows.finetune import finetune_flow

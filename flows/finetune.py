@@ -13,12 +13,12 @@ from prefect import flow, get_run_logger, task
 
 from flows.extract import extract_flow
 from flows.heads import train_head_flow
-from pipeline.heads.finetune import export_weights
+from pipeline.heads.export import export
 
 
 @task(name="export-weights")
 def export_task(head_dir: str, out: str) -> dict:
-    return export_weights(head_dir, out)
+    return export(head_dir, out)
 
 
 @flow(name="finetune")

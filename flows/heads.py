@@ -8,8 +8,12 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.artifacts import artifact_key, library_logs_to_run
-from pipeline.heads import predict, train_heads
+from pipeline.heads import head_names, predict, train_heads
 from pipeline.heads.report import inline_pictures, markdown
+
+# The head kinds registered when the flows are imported (built-ins and MMFEAT_PLUGINS): Prefect validates
+# the parameter against them and the UI offers them.
+HeadName = Literal[tuple(head_names())]  # type: ignore[valid-type]
 
 
 @task(name="train-head")
@@ -19,7 +23,7 @@ def train_task(feature_sets: list[str], labels: list[str], overrides: dict, stor
 
 @flow(name="train-head")
 def train_head_flow(feature_sets: list[str] | str, label: str | list[str] = "label",
-                    head: Literal["linear", "mlp", "prototype", "finetune", "sequence"] = "linear",
+                    head: HeadName = "linear",
                     overrides: dict[str, str] | None = None, store: str | None = None,
                     out: str | None = None) -> str | list[str]:
     """Train a head on feature sets (joined on id); returns the head card path (one per label).
@@ -39,7 +43,9 @@ def train_head_flow(feature_sets: list[str] | str, label: str | list[str] = "lab
 
 def _publish(card: dict) -> None:
     m, label = card["metrics"], card["label"]
-    suffix = "" if label == "label" else label  # single-target runs keep the plain keys
+    # One artifact key per head (its folder's name, which names its sets, label and settings): the list
+    # shows every head's latest report, not only the last head trained.
+    suffix = os.path.basename(card["head_dir"])
     get_run_logger().info("head %s (%s): test accuracy %.4f macro-F1 %.4f", card["path"], label,
                           m["accuracy"], m["macro_f1"])
     rows = [{"model": "head", "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}]

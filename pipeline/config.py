@@ -31,18 +31,28 @@ def sha256_file(path: str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def runtime_field(default: Any) -> Any:
-    """A config field that changes how work runs (batch size, device, a weights *path*), not what it computes.
+def option(default: Any, doc: str, *, runtime: bool = False, added: bool = False) -> Any:
+    """A config field with its one-line documentation beside it (``mmfeat describe`` and the docs' option
+    tables are rendered from it). ``runtime``: changes how work runs (batch size, device, a weights *path*),
+    not what it computes: recorded in provenance, left out of the config_id. ``added``: a field added after
+    feature sets were stored with the config: at its default it is left out of the config_id, so that the
+    sets stored before it existed keep their ids (no silent re-extraction)."""
+    metadata = {"doc": doc, **({"runtime": True} if runtime else {}), **({"omit_default": True} if added else {})}
+    return dataclasses.field(default=default, metadata=metadata)
 
-    Runtime fields are recorded in provenance but left out of the config_id.
-    """
-    return dataclasses.field(default=default, metadata={"runtime": True})
+
+def runtime_field(default: Any, doc: str = "") -> Any:
+    """A runtime field (see :func:`option`): recorded in provenance, left out of the config_id."""
+    return option(default, doc, runtime=True)
 
 
-def added_field(default: Any) -> Any:
-    """A field added to a config after feature sets were stored with it: at its default it is left out of
-    the config_id, so that the sets stored before it existed keep their ids (no silent re-extraction)."""
-    return dataclasses.field(default=default, metadata={"omit_default": True})
+def added_field(default: Any, doc: str = "") -> Any:
+    """An added field (see :func:`option`): left out of the config_id while at its default."""
+    return option(default, doc, added=True)
+
+
+def field_doc(field: dataclasses.Field) -> str:
+    return field.metadata.get("doc", "")
 
 
 def identity(config: Any) -> dict[str, Any]:
@@ -117,13 +127,13 @@ def apply_overrides(config_type: type, overrides: dict[str, Any] | None) -> Any:
         raise MmfeatError(f"invalid {config_type.__name__}: {exc}") from None
 
 
-def parse_set_args(pairs: list[str] | None) -> dict[str, str]:
+def parse_set_args(pairs: list[str] | None, flag: str = "--set") -> dict[str, str]:
     """Parse repeated ``--set KEY=VALUE`` arguments."""
     out: dict[str, str] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise MmfeatError(f"--set expects KEY=VALUE, got {pair!r}")
+            raise MmfeatError(f"{flag} expects KEY=VALUE, got {pair!r}")
         out[key.strip()] = value.strip()
     return out
 

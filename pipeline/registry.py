@@ -13,7 +13,7 @@ A new extractor is one module with a class like this, decorated with ``@register
         def extract(self, batch: ItemBatch) -> BatchResult: ...
 
 Map-style extractors (decode each item, embed batches) subclass ``pipeline.extractors.batching.
-MapExtractor`` and write ``decode`` and ``embed`` only. A missing abstract method fails when the
+MapExtractor`` and write ``decoder`` and ``embed`` only. A missing abstract method fails when the
 extractor is built, not in the middle of a shard.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy as np
 
 from .config import apply_overrides, config_id
 from .errors import BadInput, UnknownName
+from .plugins import load_plugins
 
 MODALITIES = ("image", "text", "audio")
 DEFAULT_EXTRACTOR = {"image": "cnn", "text": "bert", "audio": "spectral"}
@@ -165,6 +166,12 @@ class Extractor(abc.ABC):
     def config_id(self) -> str:
         return config_id(self.name, self.config, self.weights_sha256, self.version)
 
+    @classmethod
+    def weights_digest(cls, config: Any) -> str | None:
+        """The weights' sha256 (None: no weights) found without loading the model, so that a run with
+        nothing to extract loads none; raise NotImplementedError when only the loaded model can tell."""
+        raise NotImplementedError
+
     def describe(self) -> dict[str, Any]:
         """Provenance beyond the config (device, dtype, weights source)."""
         return {}
@@ -202,25 +209,10 @@ def canonical_extractor_name(name: str) -> str:
 
 
 def _load_builtins() -> None:
-    """Import the built-in extractors and the plugin modules named in $MMFEAT_PLUGINS (comma-separated).
-
-    Plugins make third-party extractors known in every process, Dask and Prefect workers included.
-    """
-    import os
-
-    plugins = [m.strip() for m in os.environ.get("MMFEAT_PLUGINS", "").split(",") if m.strip()]
+    """Import the built-in extractors and the plugin modules named in $MMFEAT_PLUGINS."""
     for module in _BUILTIN_MODULES:
         importlib.import_module(module)
-    for module in plugins:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module.split(".")[0] and exc.name != module:
-                raise  # the plugin itself failed to import something: its bug, shown whole
-            from .errors import MmfeatError
-
-            raise MmfeatError(f"MMFEAT_PLUGINS names {module!r}, which is not importable here "
-                              "(install it or put its folder on PYTHONPATH)") from None
+    load_plugins()
 
 
 def list_extractors(modality: str | None = None) -> list[str]:
@@ -242,6 +234,17 @@ def create_extractor(name: str, overrides: dict[str, Any] | None = None, **kwarg
     """Instantiate a registered extractor from config overrides (strings are coerced)."""
     cls = extractor_class(name)
     return cls(apply_overrides(cls.config_type, {**(overrides or {}), **kwargs}))
+
+
+def cheap_config_id(name: str, overrides: dict[str, Any] | None = None) -> str | None:
+    """The feature set id of an extractor config without loading its model (None when it takes the model)."""
+    cls = extractor_class(name)
+    config = apply_overrides(cls.config_type, overrides)
+    try:
+        digest = cls.weights_digest(config)
+    except NotImplementedError:
+        return None
+    return config_id(cls.name, config, digest, cls.version)
 
 
 _CACHE: dict[tuple[str, str], Extractor] = {}

@@ -67,11 +67,3 @@ def reason(name: str) -> Reason:
     except KeyError:
         raise ValueError(f"unknown reject reason {name!r}; registered: {', '.join(sorted(_REASONS))} "
                          "(plugins add theirs with pipeline.rejects.register_reason)") from None
-
-
-def retryable_reasons() -> list[str]:
-    return sorted(n for n, r in _REASONS.items() if r.retryable)
-
-
-def all_reasons() -> list[Reason]:
-    return [_REASONS[n] for n in sorted(_REASONS)]

@@ -159,7 +159,7 @@ def test_long_clips_split_into_windows_one_row_each(tmp_path, store):
     import pyarrow.compute as pc
 
     from pipeline.extract import extract
-    from pipeline.heads.data import _stratified
+    from pipeline.heads.splits import _assign
     from pipeline.store import FeatureStore
 
     rng = np.random.default_rng(3)
@@ -189,7 +189,7 @@ def test_long_clips_split_into_windows_one_row_each(tmp_path, store):
     # heads choose whole clips for a split: windows of one recording never straddle train and test
     groups = np.repeat(np.arange(20), 5).astype(str)
     y = np.repeat(np.arange(20) % 2, 5)
-    chosen = _stratified(y, 0.3, np.random.default_rng(0), groups)
+    chosen = np.array(_assign(groups, y, np.arange(100).astype(str), {}, {"train": 0.7, "test": 0.3})) == "test"
     assert all(len(set(chosen[groups == g])) == 1 for g in np.unique(groups)) and chosen.sum() == 30
     with pytest.raises(ValueError, match="max_duration"):
         SpectralConfig(long_clips="split")

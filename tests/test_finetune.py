@@ -134,7 +134,7 @@ def test_network_finetune_of_all_layers_runs_on_the_cpu(tmp_path):
     info = card["data"]["finetune"]
     assert info["tuned"] == ["all layers"] and info["epochs_run"] >= 1 and info["precision"] == "float32"
     assert card["metrics"]["accuracy"] > card["metrics"]["majority_baseline_accuracy"]
-    current = FeatureStore(root).dataset("pngs").binding()["current"]
+    current = FeatureStore(root).dataset("pngs").record()
     assert current["changes"]["metadata_changed"] == 0 and current["read"]["label_from_name"] == "(?P<label>[a-z]+)_"
     assert None not in FeatureStore(root).resolve(base).table(columns=["label"])["label"].to_pylist()
     with pytest.raises(MmfeatError, match="tune_blocks must be 1..16"):
@@ -188,24 +188,24 @@ def test_tuned_top_exports_as_extractor_weights(activations, tmp_path):
     assert not np.allclose(again.numpy()[1], plain.numpy()[1])
     with pytest.raises(MmfeatError, match="no network layers to export"):
         linear = train_head([plain.name], {}, root, str(tmp_path / "lin"))
-        from pipeline.heads.finetune import export_weights
+        from pipeline.heads.export import export
 
-        export_weights(linear["head_dir"], str(tmp_path / "no.pth"))
+        export(linear["head_dir"], str(tmp_path / "no.pth"))
 
 
 def test_text_encoder_top_tunes_from_token_states_and_exports(tmp_path):
     """bert frames at layer K: the layers above K rebuilt from the store give the extractor's own pooled
     vector before tuning; tuned, they predict and export as a model directory bert extracts with."""
     from pipeline.cli import run
-    from pipeline.heads.text_top import text_top_for
-    from pipeline.heads.sequence import padded
+    from pipeline.extractors.text.encoder_top import encoder_top
+    from pipeline.heads.frames import padded
 
     root = str(tmp_path / "st")
     cfg = {"frames": "true", "frames_layer": "3", "precision": "fp32"}
     s = extract("sample_data/texts.jsonl", "text", "bert", cfg, store=root, progress=False)["feature_set"]
     fs = FeatureStore(root).resolve(s)
     table = fs.table(columns=["id", "features", "frames"])
-    top, tuned = text_top_for(fs.manifest, 3, 0.0)
+    top, tuned = encoder_top(fs.manifest["config"]["model"], 3, 3, 0.0)
     assert tuned == ["encoder.layer.4", "encoder.layer.5"]
     with torch.no_grad():
         pooled = top.eval().pooled(torch.from_numpy(padded(table["frames"], fs.manifest["frame_dim"])))
@@ -243,7 +243,7 @@ def test_network_finetune_survives_an_image_broken_after_extraction(tmp_path):
     assert sum(info["missing_from_tuned_set"].values()) == 1  # rejected by the second extraction, and said so
     trained_on = info["unreadable_skipped"]
     assert trained_on == [] or trained_on == [f"not_an_image: {victim.name}"]
-    assert card["data"]["split_source"] == "split column"  # the base set's splits, not a new draw
+    assert card["data"]["split_source"] == "the base set's splits"  # not a new draw
 
 
 @pytest.mark.gpu

@@ -19,6 +19,10 @@ def _set(store, dataset, x, y, splits=None, extractor="digits", config_id=None):
     return import_arrays(FeatureStore(store), prov, ids, x, [None if v is None else str(v) for v in y], splits).name
 
 
+def first_card_n_test(head):
+    return json.load(open(head / "latest" / "head.json"))["metrics"]["n_test"]
+
+
 def test_linear_and_mlp_heads_match_sklearn_on_digits(store, tmp_path):
     from sklearn.datasets import load_digits
 
@@ -39,7 +43,11 @@ def test_linear_and_mlp_heads_match_sklearn_on_digits(store, tmp_path):
     import pyarrow.parquet as pq
 
     pred = pq.read_table(out["path"])
-    assert pred.num_rows == len(x) and pred.column_names == ["id", "predicted", "probability", "probabilities", "label"]
+    assert pred.num_rows == len(x) and pred.column_names == ["id", "predicted", "probability", "probabilities", "label",
+                                                             "seen_as"]
+    # accuracy apart on what the head trained on, its test items, and items it never saw
+    assert out["labelled_test"] == first_card_n_test(tmp_path / "linear") and "labelled_unseen" not in out
+    assert out["accuracy_trained_on"] >= out["accuracy_test"] - 0.05
     first = pred.slice(0, 1).to_pylist()[0]
     assert len(first["probabilities"]) == 10 and abs(sum(p for _, p in first["probabilities"]) - 1) < 1e-4
     assert first["probability"] == max(p for _, p in first["probabilities"])
@@ -123,13 +131,13 @@ def test_multi_target_heads_share_features_and_read_meta_columns(store, tmp_path
 def test_stacked_linear_sweep_matches_separate_fits():
     import torch
 
-    from pipeline.heads.model import fit_linear_sweep, fit_one
-    from pipeline.heads.train import HeadConfig
+    from pipeline.heads.linear import LinearParams
+    from pipeline.heads.solvers import fit_linear_sweep, fit_one
 
     rng = np.random.default_rng(0)
     x = torch.tensor(rng.normal(size=(300, 8)), dtype=torch.float32)
     y = torch.tensor((x[:, 0] + 0.5 * x[:, 1] > 0).long().numpy() + (x[:, 2] > 1).long().numpy())
-    cfg = HeadConfig(max_epochs=15, patience=100)
+    cfg = LinearParams(max_epochs=15, patience=100)
     stacked = fit_linear_sweep(x[:200], y[:200], x[200:], y[200:], 3, None, (1e-3, 1e-1), cfg, 0)
     for fit in stacked:
         torch.manual_seed(0)
@@ -144,7 +152,7 @@ def test_lbfgs_linear_head_matches_sklearn_logistic_regression_at_the_same_c():
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
-    from pipeline.heads.model import fit_linear_lbfgs
+    from pipeline.heads.solvers import fit_linear_lbfgs
 
     x, y = load_iris(return_X_y=True)
     x = (x - x.mean(0)) / x.std(0)

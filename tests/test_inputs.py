@@ -78,6 +78,28 @@ def test_bad_split_values_and_missing_columns(tmp_path):
     m.write_text("id,text,split\nx,one,holdout\n")
     with pytest.raises(MmfeatError, match="unknown split"):
         load_dataset(str(m))
-    m.write_text("name,text\nx,one\n")
-    with pytest.raises(MmfeatError, match="'id' column"):
+    m.write_text("name,other\nx,one\n")
+    with pytest.raises(MmfeatError, match="no column holds the files or the texts.*--columns path=COLUMN"):
         load_dataset(str(m))
+    m.write_text("name,text\nx,one\n")  # no id column: ids from the text, stable
+    assert load_dataset(str(m)).table["id"].to_pylist() == load_dataset(str(m)).table["id"].to_pylist()
+
+
+def test_ordinary_csvs_come_in_with_their_own_column_names(tmp_path):
+    """filename,category; content,label; a headerless news file: no renaming, no invented ids by hand."""
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "files.csv").write_text("filename,category\na.jpg,cat\n")
+    files = load_dataset(str(tmp_path / "files.csv"))
+    assert (files.kind, files.table["id"].to_pylist(), files.table["label"].to_pylist()) == ("path", ["a.jpg"], ["cat"])
+    (tmp_path / "texts.csv").write_text("content,label\nhello there,greet\nhello there,greet\nbye,part\n")
+    texts = load_dataset(str(tmp_path / "texts.csv"))
+    ids = texts.table["id"].to_pylist()
+    assert texts.kind == "text" and len(set(ids)) == 3 and ids[1] == ids[0] + "-2"  # repeats numbered
+    news = tmp_path / "news.csv"
+    news.write_text('"3","Wall St. Bears Claw Back Into the Black (Reuters)","Reuters - Short-sellers, Wall Street"\n'
+                    '"4","Stocks rise","Markets were up today."\n')
+    with pytest.raises(MmfeatError, match="--no-header"):
+        load_dataset(str(news))
+    named = load_dataset(str(news), columns={"label": "c0", "text": "c1+c2"}, no_header=True)
+    assert named.table["label"].to_pylist() == ["3", "4"]
+    assert named.table["source"][1].as_py() == "Stocks rise\nMarkets were up today."

@@ -13,14 +13,15 @@ from pipeline.errors import MmfeatError
 
 def test_describe_lists_every_key_with_a_doc(capsys):
     from pipeline.cli import run
-    from pipeline.heads.train import HeadConfig
+    from pipeline.heads import HeadConfig, kinds
     from pipeline.options import describe_extractor, options
     from pipeline.registry import list_extractors
 
-    for name in ("cnn", "bert", "word2vec", "spectral"):
+    for name in ("cnn", "bert", "word2vec", "tfidf", "spectral"):  # the built-ins (tests register others)
         entry = describe_extractor(name)
         assert entry["options"] and all(o["doc"] for o in entry["options"]), [o["key"] for o in entry["options"] if not o["doc"]]
-    assert all(o["doc"] for o in options(HeadConfig))
+    for config in [HeadConfig] + [k.params_type for k in kinds().values()]:
+        assert all(o["doc"] for o in options(config)), config
     assert run(["describe", "word2vec", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     epochs = next(o for o in out["options"] if o["key"] == "epochs")
@@ -66,7 +67,9 @@ def test_labels_from_file_names_and_unlabelled_warning(store, tmp_path, caplog):
     speakers = dict(zip(table["id"].to_pylist(), (dict(m)["speaker"] for m in table["meta"].to_pylist())))
     from pipeline.heads.data import joined_table, load_head_data
 
-    data = load_head_data(joined_table([fs], "drop"), "label", 0, 0.15, 0.2, "speaker")
+    from pipeline.heads.config import HeadConfig
+
+    data = load_head_data(joined_table([fs], "drop"), "label", HeadConfig(group="speaker"))
     per_split = [{speakers[i] for i in part.ids} for part in (data.train, data.val, data.test)]
     assert not (per_split[0] & per_split[1] or per_split[0] & per_split[2] or per_split[1] & per_split[2])
     caplog.clear()

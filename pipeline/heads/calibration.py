@@ -39,3 +39,15 @@ def expected_calibration_error(proba: np.ndarray, y: np.ndarray, bins: int = 15)
         if mask.any():
             total += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
     return float(total)
+
+
+def helpful_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """The fitted temperature when it calibrates the validation logits better (lower ECE) than none,
+    else 1.0: a temperature that makes validation calibration worse is not applied."""
+    t = fit_temperature(logits, y)
+    if t == 1.0 or len(y) == 0:
+        return 1.0
+    logits, labels = logits.detach().float().cpu(), y.cpu().numpy()
+    before = expected_calibration_error(torch.softmax(logits, 1).numpy(), labels)
+    after = expected_calibration_error(torch.softmax(logits / t, 1).numpy(), labels)
+    return t if after < before else 1.0

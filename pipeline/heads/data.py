@@ -11,6 +11,7 @@ from ..errors import MmfeatError
 from ..progress import log
 from ..store import FeatureSet, feature_matrix
 from .design import rows, stack
+from .frames import padded
 
 
 @dataclasses.dataclass
@@ -29,29 +30,63 @@ class HeadData:
     report: dict  # counts of what was joined, dropped and why
 
 
-def input_column(head: str, sets: list[FeatureSet]) -> str:
-    """What a head reads: ``frames`` for heads over sequences (sequence heads; finetune on a bert set of a
-    layer's token states), ``features`` otherwise. Training and prediction ask the same question."""
-    layer = sets[0].manifest.get("config", {}).get("frames_layer") if len(sets) == 1 else None
-    states = head == "finetune" and layer is not None
-    return "frames" if head == "sequence" or states else "features"
+def joined_table(sets: list[FeatureSet], missing: str, with_features: bool = True, column: str = "features",
+                 max_bytes: float | None = None, snapshot: pa.Table | None = None) -> tuple[pa.Table, np.ndarray, dict]:
+    """Join feature sets on id; returns (id/content/label/split/meta table, concatenated features, report).
+    Without features (a head that streams them later) the matrix has no columns. ``column="frames"``: padded
+    sequences (n, T, d + 1), the mask in the last channel. ``snapshot`` (a head run's items): the rows it
+    names by (id, content), with its labels and splits, whether or not they are current."""
+    _check_configs(sets)
+    columns = ["id", "content", "label", "split", "meta"] + ([column] if with_features else [])
+    tables = [fs.table(columns=columns) if snapshot is None else fs.rows_for(_pins(snapshot, fs), columns)
+              for fs in sets]
+    order, report = _common_ids(sets, tables, missing)
+    base, parts, given = None, [], None
+    for fs, t in zip(sets, tables):
+        sub = t.take(pc.index_in(pa.array(order, pa.string()), value_set=t["id"]))
+        if column == "frames":
+            parts.append(padded(sub["frames"], fs.manifest["frame_dim"], max_bytes))
+        else:
+            parts.append(feature_matrix(sub["features"], fs.dim) if with_features else np.zeros((len(order), 0), np.float32))
+        mine = pc.is_in(sub["id"], value_set=fs.items.given_splits() if snapshot is None else pa.array([], pa.string()))
+        if base is None:
+            base, given = sub.select(["id", "content", "label", "split", "meta"]), mine
+        else:
+            base = _agreeing_splits(base, sub, given, mine, order)
+            given = pc.and_(given, mine)
+    return base.append_column("split_given", given), stack(parts), report
 
 
-def joined_table(sets: list[FeatureSet], missing: str, with_features: bool = True,
-                 column: str = "features", max_bytes: float | None = None) -> tuple[pa.Table, np.ndarray, dict]:
-    """Join feature sets on id; returns (id/label/split table, concatenated features, report). Without
-    features (a head that streams them later) the matrix has no columns. ``column="frames"`` (one set
-    with frame sequences): padded sequences (n, T, d + 1), the mask in the last channel."""
-    if column == "frames" and (len(sets) != 1 or not sets[0].manifest.get("frame_dim")):
-        raise MmfeatError("a sequence head takes one feature set with frame sequences (extract with --set frames=true)")
+def _agreeing_splits(base: pa.Table, sub: pa.Table, given: pa.Array, mine: pa.Array, order: np.ndarray) -> pa.Table:
+    """Joined sets must agree on the splits their manifests give (else a test item of one trains through the
+    other: refused); where a store assigned them differently (datasets of their own), the head assigns."""
+    a, b = np.array(base["split"].to_pylist(), dtype=object), np.array(sub["split"].to_pylist(), dtype=object)
+    both = np.asarray(pc.and_(given, mine).to_numpy(zero_copy_only=False), bool)
+    clash = both & (a != b)
+    if clash.any():
+        raise MmfeatError(f"feature sets disagree on the split of ids {list(order[clash][:5])}: that would leak "
+                          "between splits")
+    a[a != b] = None
+    return base.set_column(base.schema.get_field_index("split"), "split", pa.array(a, pa.string()))
+
+
+def _check_configs(sets: list[FeatureSet]) -> None:
     names = {}
     for fs in sets:
         key = (fs.manifest["dataset"], fs.manifest["extractor"])
         if key in names and names[key] != fs.config_id:
             raise MmfeatError(f"feature sets with mixed config_ids: {names[key]} and {fs.config_id} of {key[0]}/{key[1]}")
         names[key] = fs.config_id
-    columns = ["id", "label", "split", "meta"] + ([column] if with_features else [])
-    tables = [fs.table(columns=columns) for fs in sets]
+
+
+def _pins(snapshot: pa.Table, fs: FeatureSet) -> pa.Table:
+    rows = snapshot.filter(pc.equal(snapshot["config_id"], fs.config_id))
+    if rows.num_rows == 0:
+        raise MmfeatError(f"the head's snapshot pins no rows of {fs.name}")
+    return rows
+
+
+def _common_ids(sets, tables, missing: str) -> tuple[np.ndarray, dict]:
     common = set(tables[0]["id"].to_pylist())
     union = set(common)
     for t in tables[1:]:
@@ -64,40 +99,7 @@ def joined_table(sets: list[FeatureSet], missing: str, with_features: bool = Tru
     if missing == "error" and union != common:
         raise MmfeatError(f"{len(union - common)} ids are missing from some feature set "
                           f"(e.g. {sorted(union - common)[:5]}); use missing=drop to train on the intersection")
-    order = np.array(sorted(common), dtype=object)
-    base, parts = None, []
-    for fs, t in zip(sets, tables):
-        index = {v: i for i, v in enumerate(t["id"].to_pylist())}
-        rows = pa.array([index[i] for i in order], pa.int64())
-        sub = t.take(rows)
-        if column == "frames":
-            from .sequence import padded
-
-            parts.append(padded(sub["frames"], fs.manifest["frame_dim"], max_bytes))
-        else:
-            parts.append(feature_matrix(sub["features"], fs.dim) if with_features else np.zeros((len(order), 0), np.float32))
-        if base is None:
-            base = sub.select(["id", "label", "split", "meta"])
-        elif not sub["split"].equals(base["split"]):
-            a, b = base["split"].to_pylist(), sub["split"].to_pylist()
-            bad = [order[i] for i in range(len(a)) if a[i] != b[i]][:5]
-            raise MmfeatError(f"feature sets disagree on the split of ids {bad}: that would leak between splits")
-    return base, stack(parts), report
-
-
-def _stratified(y: np.ndarray, fraction: float, rng: np.random.Generator, groups: np.ndarray | None = None) -> np.ndarray:
-    """Mask choosing ``fraction`` of each class (at least one when the class has two or more).
-    With ``groups`` (the clip that audio windows were cut from), whole groups are chosen."""
-    if groups is not None:
-        _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
-        return _stratified(y[first], fraction, rng)[inverse]
-    mask = np.zeros(len(y), bool)
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        k = int(round(len(idx) * fraction))
-        k = min(max(k, 1 if len(idx) >= 2 else 0), len(idx) - 1)
-        mask[rng.permutation(idx)[:k]] = True
-    return mask
+    return np.array(sorted(common), dtype=object), report
 
 
 def label_values(table: pa.Table, name: str) -> np.ndarray:
@@ -115,26 +117,16 @@ def label_values(table: pa.Table, name: str) -> np.ndarray:
 MIN_CLASS_COUNT = 5  # fewer labelled examples than this: the class cannot be split and measured reliably
 
 
-def load_head_data(joined: tuple[pa.Table, np.ndarray, dict], label: str, seed: int, val_fraction: float,
-                   test_fraction: float, group: str | None = None) -> HeadData:
-    """Training, validation and test splits for one target (``label``) of a :func:`joined_table`
-    result, which several targets share. ``group``: a manifest column (speaker, patient, album)
-    whose values never straddle splits; audio windows of one clip are always kept together."""
+def load_head_data(joined: tuple[pa.Table, np.ndarray, dict], label: str, cfg, previous: dict[str, str] | None = None,
+                   fixed_splits: bool = False) -> HeadData:
+    """Training, validation and test splits for one target (``label``) of a :func:`joined_table` result,
+    which several targets share. Splits: see :func:`heads.splits.decide` (``previous``: the splits a
+    head's last run used, kept for the items it saw; ``fixed_splits``: the table's splits as they are)."""
+    from .splits import decide
+
     table, x, report = joined
     report = dict(report, label=label)
     labels = label_values(table, label)
-    splits = np.array(table["split"].to_pylist(), dtype=object)
-    ids = np.array(table["id"].to_pylist(), dtype=object)
-    key = group or "clip"
-    values = pc.map_lookup(table["meta"].combine_chunks(), key, "first")
-    if group and values.null_count == len(values):
-        keys = sorted(set(table["meta"].combine_chunks().keys.to_pylist()))
-        raise MmfeatError(f"group column {group!r} not found; manifest columns: {', '.join(keys) or 'none'}")
-    groups = np.array(values.to_pylist(), dtype=object) if values.null_count < len(values) else None
-    if groups is not None:
-        groups = np.where(groups == None, ids, groups).astype(str)  # noqa: E711 (element-wise)
-        report["grouped_by"] = f"{group} (each {group} in one split)" if group else \
-            "clip (segments of one clip stay in one split)"
     has_label = np.array([v is not None for v in labels], dtype=bool)
     report["unlabelled_dropped"] = int((~has_label).sum())
     if not has_label.any():
@@ -142,8 +134,19 @@ def load_head_data(joined: tuple[pa.Table, np.ndarray, dict], label: str, seed: 
                 "--label-from-name REGEX (e.g. '(?P<label>\\d+)_') to label items from their file names"
                 if label == "label" else f"the manifest's {label!r} column is empty")
         raise MmfeatError(f"no labelled rows: the feature sets carry no {label!r} values; {hint}")
-    x, labels, splits, ids = rows(x, has_label), labels[has_label], splits[has_label], ids[has_label]
-    groups = groups[has_label] if groups is not None else None
+    table, x, labels = table.filter(pa.array(has_label)), rows(x, has_label), labels[has_label]
+    classes = _classes(labels, report)
+    y = np.searchsorted(np.array(classes, dtype=object), labels).astype(np.int64)
+    splits = decide(table, labels, cfg, report, previous or {}, fixed_splits)
+    ids = np.array(table["id"].to_pylist(), dtype=object)
+    parts = {s: Split(rows(x, splits == s), y[splits == s], ids[splits == s]) for s in ("train", "val", "test")}
+    if len(np.unique(parts["train"].y)) < 2:
+        raise MmfeatError("the train split holds fewer than two classes")
+    report["sizes"] = {s: len(p.y) for s, p in parts.items()}
+    return HeadData(parts["train"], parts["val"], parts["test"], classes, report)
+
+
+def _classes(labels: np.ndarray, report: dict) -> list[str]:
     classes = sorted(set(labels))
     counts = {c: int(n) for c, n in zip(*np.unique(labels.astype(str), return_counts=True))}
     small = {c: n for c, n in counts.items() if n < MIN_CLASS_COUNT}
@@ -154,29 +157,4 @@ def load_head_data(joined: tuple[pa.Table, np.ndarray, dict], label: str, seed: 
                     ", ".join(f"{c} ({n})" for c, n in sorted(small.items())[:10]))
     if len(classes) < 2:
         raise MmfeatError(f"a single class ({classes[0]!r}): a classifier needs at least two")
-    y = np.searchsorted(np.array(classes, dtype=object), labels).astype(np.int64)
-    rng = np.random.default_rng(seed)
-    if any(s is not None for s in splits):
-        report["split_source"] = "split column"
-        report["no_split_dropped"] = int(sum(s is None for s in splits))
-        if not (splits == "test").any():
-            raise MmfeatError("the split column has no 'test' rows: metrics must come from held-out data")
-        if not (splits == "val").any():
-            train_idx = np.flatnonzero(splits == "train")
-            carve = _stratified(y[train_idx], val_fraction, rng, groups[train_idx] if groups is not None else None)
-            splits = splits.copy()
-            splits[train_idx[carve]] = "val"
-            report["val_carved_from_train"] = int(carve.sum())
-    else:
-        report["split_source"] = f"stratified random (seed {seed})"
-        splits = np.full(len(y), "train", dtype=object)
-        test = _stratified(y, test_fraction, rng, groups)
-        splits[test] = "test"
-        rest = np.flatnonzero(~test)
-        splits[rest[_stratified(y[rest], val_fraction / (1 - test_fraction), rng,
-                                groups[rest] if groups is not None else None)]] = "val"
-    parts = {s: Split(rows(x, splits == s), y[splits == s], ids[splits == s]) for s in ("train", "val", "test")}
-    if len(np.unique(parts["train"].y)) < 2:
-        raise MmfeatError("the train split holds fewer than two classes")
-    report["sizes"] = {s: len(p.y) for s, p in parts.items()}
-    return HeadData(parts["train"], parts["val"], parts["test"], classes, report)
+    return classes

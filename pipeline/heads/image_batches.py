@@ -58,3 +58,108 @@ class TrainingDecode:
     def __call__(self, path: str) -> torch.Tensor:
         decode_item, resize, crop, interpolation = self.args
         return decode_item(path, resize=resize, crop=crop, interpolation=interpolation, resize_in_worker=True)
+
+
+class TrainingImages:
+    """A pooled cnn set's training and validation images for network fine-tuning: the extraction's own
+    decoders in DataLoader workers, random crops and flips for training, extraction's center crop for
+    validation; bfloat16 autocast on CUDA, float32 on the CPU (bf16 autocast on an AMX CPU trained an epoch
+    only 8% faster end to end while accuracy moved inside the intervals)."""
+
+    def __init__(self, fs, base, data, batch_size: int, seed: int, device: torch.device):
+        from ..extractors.image.cnn import CNNExtractor
+        from ..extractors.runtime import loader_context
+
+        self.ext, self.device = CNNExtractor(base), device
+        self.dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        paths = item_paths(fs, np.concatenate([data.train.ids, data.val.ids]))
+        n_train = len(data.train.y)
+        self.batch = max(1, min(batch_size, 32, -(-n_train // 4)))
+        workers = self.ext.decode_workers(n_train)
+        common = dict(collate_fn=collate, num_workers=workers, persistent_workers=workers > 0,
+                      multiprocessing_context=loader_context() if workers else None, pin_memory=device.type == "cuda")
+        square = self.ext.decoder("path").func
+        train_decode = TrainingDecode(square, self.ext.resize, self.ext.resize, self.ext.interpolation)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.train = torch.utils.data.DataLoader(Images(paths[:n_train], data.train.y, train_decode),
+                                                 batch_size=self.batch, shuffle=True,
+                                                 generator=torch.Generator().manual_seed(seed), **common)
+        self.val = torch.utils.data.DataLoader(Images(paths[n_train:], data.val.y, self.ext.decoder("path")),
+                                               batch_size=self.batch, **common)
+        self.skipped: set[str] = set()
+
+    def describe(self) -> dict:
+        return {"precision": str(self.dtype).replace("torch.", ""), "device": str(self.device), "batch_size": self.batch}
+
+    def _normalize(self, u8: torch.Tensor) -> torch.Tensor:
+        x = (u8.to(self.device, non_blocking=True).float() - self.ext.mean) / self.ext.std
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def _count(self, reasons: list[str]) -> None:
+        from ..progress import log
+
+        for reason in reasons:
+            if reason not in self.skipped:
+                log.warning("network fine-tuning skips an unreadable image (%s)", reason)
+            self.skipped.add(reason)
+
+    def train_epoch(self, model, opt, loss_fn) -> float:
+        from ..extractors.runtime import autocast
+
+        total = n = 0.0
+        for images, labels, bad in self.train:
+            self._count(bad)
+            if images is None:
+                continue
+            with autocast(self.device, self.dtype):
+                logits = model(self._normalize(random_crops(images, self.ext.crop, self.gen)))
+            loss = loss_fn(logits.float(), labels.to(self.device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, n = total + float(loss.detach()) * len(labels), n + len(labels)
+        return total / max(n, 1)
+
+    def evaluate(self, model, loss_fn) -> tuple[float, float]:
+        from ..extractors.runtime import autocast
+
+        model.eval()
+        total = correct = n = 0.0
+        with torch.no_grad(), autocast(self.device, self.dtype):
+            for images, labels, bad in self.val:
+                self._count(bad)
+                if images is None:
+                    continue
+                logits = model(self._normalize(images)).float()
+                labels = labels.to(self.device)
+                total += float(loss_fn(logits, labels)) * len(labels)
+                correct += float((logits.argmax(1) == labels).sum())
+                n += len(labels)
+        return (total / n, correct / n) if n else (float("inf"), 0.0)
+
+
+def item_paths(fs, ids: np.ndarray) -> list[str]:
+    """Files of the given item ids, under the root the dataset is bound to (checked as at extraction)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ..errors import MmfeatError
+    from ..inputs import Dataset, resolve_paths, source_root
+
+    binding = fs.items.binding()
+    if not binding:
+        raise MmfeatError(f"{fs.name}: the dataset has no bound source; network fine-tuning reads its images again")
+    try:
+        root = source_root(binding["source"])
+    except MmfeatError as exc:
+        raise MmfeatError(f"the images of {fs.name} are not readable where the dataset was bound ({exc}); "
+                          "network fine-tuning reads them again") from None
+    items = fs.items.current()
+    rel = pc.take(items["source"], pc.index_in(pa.array(ids.astype(str)), value_set=items["id"])).to_pylist()
+    allow_absolute = bool(fs.items.read_options().get("allow_absolute"))
+    paths, bad = resolve_paths(Dataset(fs.manifest["dataset"], root, items, "path", allow_absolute), rel)
+    if bad:
+        first = next(iter(bad.values()))
+        raise MmfeatError(f"{len(bad)} stored item(s) have no usable path any more (e.g. {first.reason}: {first}); "
+                          "re-extract first")
+    return paths

@@ -1,4 +1,4 @@
-"""Apply a saved head to feature sets and store the predictions as Parquet."""
+"""Apply a saved head to feature sets (or to raw inputs) and store the predictions as Parquet."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,10 +14,10 @@ from ..store import FeatureStore, feature_matrix
 from ..store import files
 from ..store.schema import META_TYPE
 from .artifacts import load_head, resolve_head_dir
-from .data import input_column, joined_table, label_values
-from .remote import is_remote, names
-from .model import predict_proba
-from .validate import read_card, tunes_network
+from .card import read_card
+from .data import joined_table, label_values
+from .frames import padded
+from .kinds import kind_of_card
 
 
 def predict(head_dir: str, feature_sets: list[str] | str, store: str | None = None) -> dict:
@@ -25,74 +25,84 @@ def predict(head_dir: str, feature_sets: list[str] | str, store: str | None = No
     ``head_dir``: a head folder or run folder, or the name of a head in the store (local or S3).
 
     Writes ``<set>/_predictions/<head>.parquet`` with ``id, predicted, probability`` (of the predicted
-    class), ``probabilities`` (map class -> probability) and the true ``label`` where the items have one;
-    returns its path, the row count, the predicted class counts and, with labels, the accuracy."""
+    class), ``probabilities`` (map class -> probability), the true ``label`` where the items have one and
+    ``seen_as`` (the split the head used the item in: train, val, test, or null when it never saw it);
+    returns its path, the row count, the predicted class counts and, with labels, the accuracy of every
+    labelled row and, separately, of the head's test items and of the items it never saw."""
     st = FeatureStore(store)
     run = os.path.abspath(resolve_head_dir(head_dir, st))
     model, card = load_head(run)
-    specs = [feature_sets] if isinstance(feature_sets, str) else list(feature_sets)
-    sets = [st.resolve(s) for s in specs]
-    trained = [s["config_id"] for s in card["feature_sets"]]
-    got = [s.config_id for s in sets]
+    kind = kind_of_card(card)
+    sets = [st.resolve(s) for s in ([feature_sets] if isinstance(feature_sets, str) else list(feature_sets))]
+    trained, got = [s["config_id"] for s in card["feature_sets"]], [s.config_id for s in sets]
     if got != trained:
         raise MmfeatError(f"head was trained on config_id(s) {[t[:12] for t in trained]}, "
                           f"not {[g[:12] for g in got]}: features would not mean the same thing")
-    label = card.get("label", "label")
-    std = card["standardization"]
-    mean, scale = np.asarray(std["mean"], np.float32), np.asarray(std["std"], np.float32)
-    classes = np.array(card["classes"], dtype=object)
     head_name = _head_name(run)
     metadata = {b"mmfeat.head": json.dumps({"head": run, "name": head_name, "classes": card["classes"],
                                             "config_ids": trained}).encode()}
     path = files.join(sets[0].path, "_predictions", f"{head_name}.parquet")
-    directory = path.rsplit("/", 1)[0]
-    st.fs.create_dir(directory, recursive=True)
-    tmp = files.staging_path(directory, ".parquet")
-    predicted, truth_all = [], []
-    writer = None
-    try:
-        for table, x in _batches(sets, input_column(card["head"], sets)):  # per part file
-            if x.shape[-1] != card["dim"]:
-                raise MmfeatError(f"the feature sets give {x.shape[1]} features, the head expects {card['dim']}")
-            if card["head"] == "sequence":
-                from .sequence import predict_sequences
+    seen = _seen(run)
+    outs = []
+    with files.staged_output(st.fs, path, ".parquet") as tmp:
+        writer = None
+        try:
+            for table, x in _batches(sets, kind.input_column(sets)):  # per part file
+                if x.shape[-1] != card["dim"]:
+                    raise MmfeatError(f"the feature sets give {x.shape[-1]} features, the head expects {card['dim']}")
+                proba = kind.predict(model, x, card)
+                if not np.isfinite(proba).all():
+                    raise MmfeatError(f"{run}: the head gives non-finite probabilities (a damaged or tampered head)")
+                out = _prediction_table(table, proba, np.array(card["classes"], dtype=object), card.get("label", "label"),
+                                        seen).replace_schema_metadata(metadata)
+                writer = writer or pq.ParquetWriter(tmp, out.schema, filesystem=st.fs, compression="zstd")
+                writer.write_table(out)
+                outs.append(out.select(["predicted", "label", "seen_as"]))
+            if writer is None:
+                empty = _prediction_table(_empty_rows(), np.zeros((0, len(card["classes"])), np.float32),
+                                          np.array(card["classes"], dtype=object), "label", seen)
+                writer = pq.ParquetWriter(tmp, empty.schema.with_metadata(metadata), filesystem=st.fs, compression="zstd")
+        finally:
+            if writer is not None:
+                writer.close()
+    return {"path": path, "head": run, **_summary(pa.concat_tables(outs) if outs else None)}
 
-                proba = predict_sequences(model, x, mean, scale, float(card.get("temperature", 1.0)))
-            elif card["head"] == "finetune" and not tunes_network(card):
-                from .finetune import predict_top
 
-                proba = predict_top(model, x, card["data"]["finetune"]["shape"], float(card.get("temperature", 1.0)))
-            else:
-                proba = predict_proba(model, x, mean, scale, temperature=float(card.get("temperature", 1.0)))
-            out = _prediction_table(table, proba, classes, label)
-            writer = writer or pq.ParquetWriter(tmp, out.schema.with_metadata(metadata), filesystem=st.fs,
-                                                compression="zstd")
-            writer.write_table(out.replace_schema_metadata(metadata))
-            predicted.append(out["predicted"].to_numpy(zero_copy_only=False))
-            truth_all.append(out["label"].to_numpy(zero_copy_only=False))
-        if writer is None:
-            nothing = pa.table({"id": pa.array([], pa.string()), "meta": pa.nulls(0, META_TYPE),
-                                "label": pa.array([], pa.string())})
-            empty = _prediction_table(nothing, np.zeros((0, len(classes)), np.float32), classes, label)
-            writer = pq.ParquetWriter(tmp, empty.schema.with_metadata(metadata), filesystem=st.fs, compression="zstd")
-        writer.close()
-        files.fsync(st.fs, tmp)
-        st.fs.move(tmp, path)
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        files.delete_if_exists(st.fs, tmp)
-        raise
-    best = np.concatenate(predicted) if predicted else np.zeros(0, object)
-    truth = np.concatenate(truth_all) if truth_all else np.zeros(0, object)
-    n = len(best)
+def _empty_rows() -> pa.Table:
+    return pa.table({"id": pa.array([], pa.string()), "meta": pa.nulls(0, META_TYPE), "label": pa.array([], pa.string())})
+
+
+def _seen(run: str) -> dict[str, str]:
+    """id -> the split the head used the item in (from the run's snapshot; empty for older heads)."""
+    from .snapshot import SNAPSHOT
+
+    path = os.path.join(run, SNAPSHOT)
+    if not os.path.isfile(path):
+        return {}
+    table = pq.read_table(path, columns=["id", "split"])
+    return dict(zip(table["id"].to_pylist(), table["split"].to_pylist()))
+
+
+def _summary(table: pa.Table | None) -> dict:
+    """Row count, predicted class counts and, with labels, accuracy overall, on the head's test items, on the
+    items it trained or validated on, and on items it never saw (each with its count)."""
+    if table is None or table.num_rows == 0:
+        return {"rows": 0, "predicted_counts": {}}
+    best = np.array(table["predicted"].to_pylist(), dtype=object)
+    truth = np.array(table["label"].to_pylist(), dtype=object)
+    seen = np.array(table["seen_as"].to_pylist(), dtype=object)
+    counts = dict(zip(*np.unique(best.astype(str), return_counts=True)))
+    out = {"rows": len(best), "predicted_counts": {str(c): int(v) for c, v in counts.items()}}
     labelled = np.array([t is not None for t in truth], bool)
-    counts = dict(zip(*np.unique(best.astype(str), return_counts=True))) if n else {}
-    summary = {"path": path, "rows": n, "head": run, "predicted_counts": {str(c): int(v) for c, v in counts.items()}}
     if labelled.any():
-        summary["accuracy"] = float(np.mean(best[labelled] == truth[labelled]))
-        summary["labelled"] = int(labelled.sum())
-    return summary
+        out.update(accuracy=float(np.mean(best[labelled] == truth[labelled])), labelled=int(labelled.sum()))
+        for name, mask in (("test", seen == "test"), ("trained_on", (seen == "train") | (seen == "val")),
+                           ("unseen", np.array([s is None for s in seen]))):
+            mask &= labelled
+            if mask.any():
+                out[f"accuracy_{name}"] = float(np.mean(best[mask] == truth[mask]))
+                out[f"labelled_{name}"] = int(mask.sum())
+    return out
 
 
 def predict_source(head_dir: str, source: str, store: str | None = None, dataset: str | None = None) -> dict:
@@ -115,12 +125,12 @@ def predict_source(head_dir: str, source: str, store: str | None = None, dataset
                               "extracts them as it was extracted (pass the store the head was trained on)") from None
         cls = extractor_class(fs.manifest["extractor"])
         runtime = {f.name for f in dataclasses.fields(cls.config_type) if f.metadata.get("runtime")}
-        config = fs.manifest["config"]
-        overrides = {k: v for k, v in config.items() if k not in runtime or (k == "weights" and v)}
-        if overrides.get("weights") and not os.path.isfile(overrides["weights"]) and tunes_network(card):
-            from .network import network_weights  # another machine: the run's own copy of the network
+        overrides = {k: v for k, v in fs.manifest["config"].items() if k not in runtime or (k == "weights" and v)}
+        info = card.get("data", {}).get("finetune") or {}
+        if overrides.get("weights") and not os.path.isfile(overrides["weights"]) and info.get("mode") == "network":
+            from .network_set import network_weights  # another machine: the run's own copy of the network
 
-            overrides["weights"] = network_weights(run, card["data"]["finetune"])
+            overrides["weights"] = network_weights(run, info)
         summary = extract(source, cls.modality, cls.name, overrides, dataset=dataset, store=store, progress=False,
                           fit_on=fs.manifest["dataset"] if cls.corpus_fitted else None)
         specs.append(summary["feature_set"])
@@ -132,12 +142,10 @@ def predict_source(head_dir: str, source: str, store: str | None = None, dataset
 
 def _batches(sets, column: str = "features"):
     """(id/label/meta table, features) batches: per part file for one set, the whole join for several.
-    ``column="frames"``: padded frame sequences with their mask (sequence heads)."""
+    ``column="frames"``: padded frame sequences with their mask (sequence heads, text tops)."""
     if len(sets) == 1:
         for table in sets[0].iter_tables(["id", "label", "meta", column]):
             if column == "frames":
-                from .sequence import padded
-
                 yield table, padded(table["frames"], sets[0].manifest["frame_dim"])
             else:
                 yield table, feature_matrix(table["features"], sets[0].dim)
@@ -146,7 +154,8 @@ def _batches(sets, column: str = "features"):
     yield table, x
 
 
-def _prediction_table(table: pa.Table, proba: np.ndarray, classes: np.ndarray, label: str) -> pa.Table:
+def _prediction_table(table: pa.Table, proba: np.ndarray, classes: np.ndarray, label: str,
+                      seen: dict[str, str]) -> pa.Table:
     n, k = proba.shape[0], len(classes)
     best = proba.argmax(1) if n else np.zeros(0, np.int64)
     truth = label_values(table, label) if n else np.zeros(0, object)
@@ -155,7 +164,8 @@ def _prediction_table(table: pa.Table, proba: np.ndarray, classes: np.ndarray, l
                      "probability": pa.array(proba.max(1) if n else np.zeros(0), pa.float32()),
                      "probabilities": pa.MapArray.from_arrays(offsets, pa.array(np.tile(classes, n), pa.string()),
                                                               pa.array(proba.reshape(-1), pa.float32())),
-                     "label": pa.array(truth, pa.string())})
+                     "label": pa.array(truth, pa.string()),
+                     "seen_as": pa.array([seen.get(i) for i in table["id"].to_pylist()], pa.string())})
 
 
 def _head_name(run: str) -> str:
@@ -163,25 +173,3 @@ def _head_name(run: str) -> str:
     parent = os.path.dirname(run)
     name = os.path.basename(os.path.dirname(parent)) if os.path.basename(parent) == "runs" else os.path.basename(run)
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def list_heads(store: str | None = None) -> list[dict]:
-    """The heads under ``<store>/_heads``: name, latest run, label, feature sets and test metrics."""
-    from .train import heads_root
-
-    st = FeatureStore(store)
-    root = heads_root(st)
-    out = []
-    for name in names(st) if is_remote(st) else sorted(os.listdir(root)) if os.path.isdir(root) else []:
-        try:
-            run = resolve_head_dir(name if is_remote(st) else os.path.join(root, name), st)
-            with open(os.path.join(run, "head.json")) as f:
-                card = json.load(f)
-        except (MmfeatError, OSError, ValueError):
-            continue
-        m = card.get("metrics", {})
-        out.append({"name": name, "run": run, "head": card.get("head"), "label": card.get("label"),
-                    "feature_sets": [s.get("name") for s in card.get("feature_sets", [])],
-                    "accuracy": m.get("accuracy"), "accuracy_ci95": m.get("accuracy_ci95"),
-                    "macro_f1": m.get("macro_f1"), "n_test": m.get("n_test")})
-    return out

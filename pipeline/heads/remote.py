@@ -20,6 +20,13 @@ def is_remote(store: FeatureStore) -> bool:
     return "://" in store.uri
 
 
+def heads_root(store: FeatureStore) -> str:
+    """``<store>/_heads``; for an object store, ``./mmfeat-heads/_heads``: heads train in local folders and
+    each run is then published to ``<store>/_heads`` (:func:`publish`)."""
+    base = store.root if not is_remote(store) else os.path.abspath("mmfeat-heads")
+    return os.path.join(base, "_heads")
+
+
 def publish(store: FeatureStore, run_dir: str, name: str) -> str:
     """Upload a local run folder as ``<store>/_heads/<name>/runs/<run>`` and make it the latest."""
     base = files.join(store.root, "_heads", check_name("head", name))

@@ -38,35 +38,37 @@ def plots(folder: str, card: dict, curve) -> None:
     fig.tight_layout()
     fig.savefig(os.path.join(folder, "confusion.png"), dpi=80)
     plt.close(fig)
+    _validation_plot(folder, card, curve, plt)
+
+
+def _validation_plot(folder: str, card: dict, curve, plt) -> None:
+    """The penalty sweep on validation (the chosen penalty marked), the learning curve beside it for
+    epoch-trained heads; a learning curve alone for heads without a sweep; a note for class means."""
     sweep, chosen = card["sweep"], card["selected"]["l2"]
-    mlp = card["head"] == "mlp"
-    if card["head"] == "finetune":  # no penalty sweep: the learning curve alone
+    has_sweep = len({s["l2"] for s in sweep}) > 1 or bool(card.get("l2_penalties"))
+    has_curve = bool(curve) and card.get("solver") not in ("lbfgs", "lbfgs (streamed)", "class means")
+    if card.get("solver") == "class means":
         fig, ax = plt.subplots(figsize=(5, 3.4))
-        _learning_curve(ax, curve, card, "Fine-tuning (validation keeps the best epoch)")
-        fig.tight_layout()
-        fig.savefig(os.path.join(folder, "validation.png"), dpi=80)
-        plt.close(fig)
-        return
-    fig, axes = plt.subplots(1, 2 if mlp else 1, figsize=(9 if mlp else 5, 3.4), squeeze=False)
-    ax = axes[0, 0]
-    if card["head"] == "prototype":
         ax.text(0.5, 0.5, f"class means: no penalty to choose\nvalidation accuracy {sweep[0]['val_accuracy']:.3f}",
                 ha="center", va="center")
         ax.set_axis_off()
-        fig.savefig(os.path.join(folder, "validation.png"), dpi=80)
-        plt.close(fig)
-        return
-    for weighting in sorted({s.get("class_weight", "none") for s in sweep}):
-        part = sorted((s for s in sweep if s.get("class_weight", "none") == weighting), key=lambda s: s["l2"])
-        ax.semilogx([s["l2"] for s in part], [s["val_accuracy"] for s in part], "o-",
-                    label=f"validation accuracy ({weighting} class weights)")
-    ax.axvline(chosen, color="gray", linestyle="--", label=f"chosen l2={chosen:g}")
-    ax.set_xlabel("L2 penalty")
-    ax.set_ylabel("accuracy")
-    ax.legend(fontsize=8)
-    ax.set_title("Penalty sweep (validation)")
-    if mlp:
-        _learning_curve(axes[0, 1], curve, card, f"Learning curve (l2={chosen:g})")
+    elif not has_sweep:
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        _learning_curve(ax, curve, card, "Fine-tuning (validation keeps the best epoch)")
+    else:
+        fig, axes = plt.subplots(1, 2 if has_curve else 1, figsize=(9 if has_curve else 5, 3.4), squeeze=False)
+        ax = axes[0, 0]
+        for weighting in sorted({s.get("class_weight", "none") for s in sweep}):
+            part = sorted((s for s in sweep if s.get("class_weight", "none") == weighting), key=lambda s: s["l2"])
+            ax.semilogx([s["l2"] for s in part], [s["val_accuracy"] for s in part], "o-",
+                        label=f"validation accuracy ({weighting} class weights)")
+        ax.axvline(chosen, color="gray", linestyle="--", label=f"chosen l2={chosen:g}")
+        ax.set_xlabel("L2 penalty")
+        ax.set_ylabel("accuracy")
+        ax.legend(fontsize=8)
+        ax.set_title("Penalty sweep (validation)")
+        if has_curve:
+            _learning_curve(axes[0, 1], curve, card, f"Learning curve (l2={chosen:g})")
     fig.tight_layout()
     fig.savefig(os.path.join(folder, "validation.png"), dpi=80)
     plt.close(fig)
@@ -83,11 +85,9 @@ def _learning_curve(ax, curve, card: dict, title: str) -> None:
 
 def edge_warning(card: dict) -> str | None:
     """A penalty chosen at the end of the grid may be short of the best one: say which way to extend."""
-    if card["head"] == "prototype":
-        return None
-    grid = sorted(s["l2"] for s in card["sweep"])
+    grid = sorted({s["l2"] for s in card["sweep"]})
     chosen = card["selected"]["l2"]
-    if len(grid) < 2 or grid[0] < chosen < grid[-1]:
+    if card.get("solver") == "class means" or len(grid) < 2 or grid[0] < chosen < grid[-1]:
         return None
     side = "smallest" if chosen == grid[0] else "largest"
     hint = f"{chosen / 10:g}" if side == "smallest" else f"{chosen * 10:g}"
@@ -106,48 +106,16 @@ def confused_pairs(card: dict, top: int = 10) -> list[tuple[str, str, int]]:
 
 def markdown(card: dict, pictures: dict[str, str], head_path: str | None = None) -> str:
     """The report; ``pictures`` maps each picture to its source (a file name, or a data URI)."""
-    m, data = card["metrics"], card["data"]
-    sk = m.get("sklearn_logreg")
-    lo, hi = m.get("accuracy_ci95", [float("nan")] * 2)
-    how = (f"and the epoch ({card['selected']['epoch']}) by early stopping on it" if card.get("solver") != "lbfgs"
-           else "solver L-BFGS (exact fit)")
-    tuned = data.get("finetune")
-    runs = tuned.get("epochs_run", 0) if tuned else 0
-    where = (f"On the images themselves ({tuned['precision']}, {runs} epoch{'s' * (runs != 1)} of "
-             f"{tuned['seconds_per_epoch']:g} s on {tuned['device']}; this head reads the features extracted "
-             f"again with the tuned network, {os.path.basename(tuned['weights'])}), layers of {tuned['model']}"
-             if tuned and tuned.get("mode") == "network" else
-             f"The layers above {tuned['activations']} of {tuned['model']}" if tuned else "")
-    chose = (f"{where} ({', '.join(tuned['tuned'])}) were "
-             f"fine-tuned with a new classifier (learning rates {tuned['pretrained_lr']:g} and {tuned['head_lr']:g}); "
-             f"the epoch ({card['selected']['epoch']}) was chosen by early stopping on validation." if tuned else
-             f"The L2 penalty ({card['selected']['l2']:g}) was chosen on validation, {how}.")
+    from .kinds import kind_of_card
+
+    m = card["metrics"]
     lines = [f"# {card['head']} head for {card.get('label', 'label')!r} on "
              f"{', '.join(s['name'] for s in card['feature_sets'])}", "",
-             f"Held-out test split: {m['n_test']} items. {chose}", ""]
+             f"Held-out test split: {m['n_test']} items. {kind_of_card(card).training_sentence(card)}", ""]
     warning = edge_warning(card)
     if warning:
         lines += [f"> **Note:** {warning}", ""]
-    lines += ["| model | accuracy (95% CI) | macro-F1 |", "|---|---|---|",
-              f"| this head | {m['accuracy']:.4f} ({lo:.3f}–{hi:.3f}) | {m['macro_f1']:.4f} |",
-              *([f"| scikit-learn LogisticRegression (C=1) | {sk['accuracy']:.4f} | {sk['macro_f1']:.4f} |"] if sk else []),
-              f"| majority class | {m['majority_baseline_accuracy']:.4f} | |", ""]
-    if "ece" in m:
-        lines += [f"Calibration: temperature {card.get('temperature', 1.0):.3g} fitted on validation; expected calibration "
-                  f"error on test {m['ece']:.3f} (without it {m['ece_uncalibrated']:.3f})."
-                  + (f" Refit on train + validation ({card['refit']['rows']} rows) at the chosen setting."
-                     if card.get("refit") else ""), ""]
-    if m.get("classes_absent_from_test"):
-        lines += [f"Classes absent from the test split (left out of macro-F1): {', '.join(m['classes_absent_from_test'])}", ""]
-    sizes = data.get("sizes", {})
-    lines += ["| data | |", "|---|---|",
-              f"| rows joined | {data.get('joined', '')} |",
-              f"| train / validation / test | {sizes.get('train', '')} / {sizes.get('val', '')} / {sizes.get('test', '')} |",
-              f"| split from | {data.get('split_source', '')} |",
-              f"| unlabelled rows left out | {data.get('unlabelled_dropped', 0)} |",
-              *([f"| grouped by | {data['grouped_by']} |"] if data.get("grouped_by") else []),
-              *([f"| classes under 5 examples | {', '.join(f'{c} ({n})' for c, n in data['small_classes'].items())} |"]
-                if data.get("small_classes") else []), ""]
+    lines += _metrics_table(card) + _data_table(card.get("data", {}))
     lines += ["| L2 penalty | class weights | validation accuracy | validation loss |", "|---|---|---|---|"]
     chosen = (card["selected"]["l2"], card["selected"].get("class_weight"))
     for s in card["sweep"]:
@@ -165,6 +133,38 @@ def markdown(card: dict, pictures: dict[str, str], head_path: str | None = None)
     if head_path:
         lines += ["", f"Head folder: [{head_path}](file://{head_path})"]
     return "\n".join(lines) + "\n"
+
+
+def _metrics_table(card: dict) -> list[str]:
+    m = card["metrics"]
+    sk = m.get("sklearn_logreg")
+    lo, hi = m.get("accuracy_ci95", [float("nan")] * 2)
+    lines = ["| model | accuracy (95% CI) | macro-F1 |", "|---|---|---|",
+             f"| this head | {m['accuracy']:.4f} ({lo:.3f}–{hi:.3f}) | {m['macro_f1']:.4f} |",
+             *([f"| scikit-learn LogisticRegression (C=1) | {sk['accuracy']:.4f} | {sk['macro_f1']:.4f} |"] if sk else []),
+             f"| majority class | {m['majority_baseline_accuracy']:.4f} | |", ""]
+    if "ece" in m:
+        applied = card.get("temperature", 1.0) != 1.0
+        lines += [f"Calibration: temperature {card.get('temperature', 1.0):.3g} "
+                  f"{'fitted on validation' if applied else '(none: a fitted one did not calibrate validation better)'}"
+                  f"; expected calibration error on test {m['ece']:.3f} (without it {m['ece_uncalibrated']:.3f})."
+                  + (f" Refit on train + validation ({card['refit']['rows']} rows) at the chosen setting."
+                     if card.get("refit") else ""), ""]
+    if m.get("classes_absent_from_test"):
+        lines += [f"Classes absent from the test split (left out of macro-F1): {', '.join(m['classes_absent_from_test'])}", ""]
+    return lines
+
+
+def _data_table(data: dict) -> list[str]:
+    sizes = data.get("sizes", {})
+    return ["| data | |", "|---|---|",
+            f"| rows joined | {data.get('joined', '')} |",
+            f"| train / validation / test | {sizes.get('train', '')} / {sizes.get('val', '')} / {sizes.get('test', '')} |",
+            f"| split from | {data.get('split_source', '')} |",
+            f"| unlabelled rows left out | {data.get('unlabelled_dropped', 0)} |",
+            *([f"| grouped by | {data['grouped_by']} |"] if data.get("grouped_by") else []),
+            *([f"| classes under 5 examples | {', '.join(f'{c} ({n})' for c, n in data['small_classes'].items())} |"]
+              if data.get("small_classes") else []), ""]
 
 
 def inline_pictures(folder: str) -> dict[str, str]:

@@ -4,7 +4,7 @@ disk, then every L-BFGS evaluation streams them in chunks, accumulating the loss
 Memory is bounded by ``memory_gb`` (the chunk size follows from it), whatever the row count: what grows
 with the rows is only the ids, labels and splits, and the validation/test logits (rows x classes).
 The objective, penalty path, class-weight sweep, refit, temperature and metrics are those of the
-in-memory head (``train._train_one``): the two agree to L-BFGS tolerance (tests/test_heads.py).
+in-memory head (``linear.py``): the two agree to L-BFGS tolerance (tests/test_heads.py).
 """
 from __future__ import annotations
 
@@ -20,10 +20,14 @@ import pyarrow.compute as pc
 import torch
 from torch import nn
 
-from ..progress import log
-from ..extractors.runtime import resolve_device
 from ..store import feature_matrix
-from .data import HeadData, load_head_data
+from .calibration import helpful_temperature
+from .config import ADAMW_KEYS
+from .data import HeadData
+from .dense import best_of, report_fits
+from .kinds import TrainedHead
+from .solvers import lbfgs, linear_from
+from .training import Fit, class_weights, weightings
 
 
 @dataclasses.dataclass
@@ -50,9 +54,8 @@ def feature_bytes(fs) -> int:
     return sum(m["rows"] for m in fs.done_markers().values()) * fs.dim * 4
 
 
-def spill(fs, joined_meta, label: str, cfg, folder: str) -> tuple[HeadData, dict[str, Spilled]]:
-    """Splits decided on ids/labels only (as in memory), then the features written split by split."""
-    data = load_head_data(joined_meta, label, cfg.seed, cfg.val_fraction, cfg.test_fraction, cfg.group)
+def spill(fs, data: HeadData, folder: str) -> dict[str, Spilled]:
+    """The features of the splits' rows (decided on ids and labels, as in memory) written split by split."""
     names = ("train", "val", "test")
     ids = pa.array(np.concatenate([getattr(data, n).ids for n in names]), pa.string())
     split_of = np.concatenate([np.full(len(getattr(data, n).ids), k) for k, n in enumerate(names)])
@@ -74,8 +77,8 @@ def spill(fs, joined_meta, label: str, cfg, folder: str) -> tuple[HeadData, dict
     finally:
         for f in files.values():
             f.close()
-    return data, {name: Spilled(os.path.join(folder, f"{name}.f32"), fs.dim, np.array(order[name][1], np.int64),
-                                np.array(order[name][0], dtype=object)) for name in files}
+    return {name: Spilled(os.path.join(folder, f"{name}.f32"), fs.dim, np.array(order[name][1], np.int64),
+                          np.array(order[name][0], dtype=object)) for name in files}
 
 
 def moments(parts: list[Spilled], rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,10 +115,8 @@ class Stream:
 
 
 def lbfgs_path(train: Stream, val: Stream, k: int, class_weight: torch.Tensor | None, l2s, max_iter: int = 500):
-    """``model.fit_linear_lbfgs`` over streamed chunks: each evaluation is one pass, the weighted-mean
+    """``solvers.fit_linear_lbfgs`` over streamed chunks: each evaluation is one pass, the weighted-mean
     cross-entropy and its gradient summed chunk by chunk (one chunk's graph alive at a time)."""
-    from .model import Fit, _linear, lbfgs
-
     dim = train.parts[0].dim
     w = torch.zeros(dim, k, device=train.device, requires_grad=True)
     b = torch.zeros(k, device=train.device, requires_grad=True)
@@ -144,17 +145,19 @@ def lbfgs_path(train: Stream, val: Stream, k: int, class_weight: torch.Tensor | 
             return torch.tensor(loss + float(penalty.detach()))
 
         opt.step(objective)
-        with torch.no_grad():
-            model, _ = _linear(w.detach(), b.detach(), torch.zeros(0, dim, device=train.device),
-                               torch.zeros(0, dtype=torch.long, device=train.device))
-        val_logits = val.logits(model).to(train.device)
-        yv = torch.from_numpy(val.y).to(train.device)
-        val_loss = float(nn.functional.cross_entropy(val_logits, yv, weight=class_weight)) if len(yv) else float("inf")
-        acc = float((val_logits.argmax(1) == yv).float().mean()) if len(yv) else float("nan")
-        fits[l2] = Fit(model, l2, val_loss, acc, evaluations[0], [])
-        log.info("linear head (streamed), l2=%g: validation accuracy %.4f, loss %.4f (%d passes)", l2, acc, val_loss,
-                 evaluations[0])
+        fits[l2] = _validated(w, b, val, l2, evaluations[0], class_weight)
     return [fits[l2] for l2 in l2s]
+
+
+def _validated(w, b, val: Stream, l2: float, evaluations: int, class_weight) -> Fit:
+    with torch.no_grad():
+        model, _ = linear_from(w.detach(), b.detach(), torch.zeros(0, w.shape[0], device=w.device),
+                               torch.zeros(0, dtype=torch.long, device=w.device))
+    val_logits = val.logits(model).to(w.device)
+    yv = torch.from_numpy(val.y).to(w.device)
+    val_loss = float(nn.functional.cross_entropy(val_logits, yv, weight=class_weight)) if len(yv) else float("inf")
+    acc = float((val_logits.argmax(1) == yv).float().mean()) if len(yv) else float("nan")
+    return Fit(model, l2, val_loss, acc, evaluations, [])
 
 
 def chunk_rows(dim: int, memory_gb: float) -> int:
@@ -162,52 +165,45 @@ def chunk_rows(dim: int, memory_gb: float) -> int:
     return int(max(1024, memory_gb * (1 << 30) / 10 / (dim * 4 * 4)))
 
 
-def scratch(folder: str | None = None) -> str:
-    return tempfile.mkdtemp(prefix="mmfeat-head-", dir=folder)
-
-
-def cleanup(folder: str) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def train_streamed(fs, joined_meta, label: str, cfg, head_dir: str) -> dict:
-    """The linear head of ``train._train_one`` on a set too large for ``cfg.memory_gb``: spilled, streamed."""
+def train_streamed(job, params) -> TrainedHead:
+    """The linear head of ``linear.py`` on a set too large for ``memory_gb``: spilled, streamed."""
     import time
 
-    from .calibration import fit_temperature
-    from .train import class_weights, finish_card
-
-    folder = scratch()
+    fs, cfg = job.sets[0], job.cfg
+    folder = tempfile.mkdtemp(prefix="mmfeat-head-")
     try:
-        data, spilled = spill(fs, joined_meta, label, cfg, folder)
-        device = str(resolve_device(cfg.device))
+        spilled = spill(fs, job.data, folder)
         rows = chunk_rows(fs.dim, cfg.memory_gb)
         start = time.perf_counter()
         mean, std = moments([spilled["train"]], rows)
-        train, val = (Stream([spilled[s]], mean, std, rows, device) for s in ("train", "val"))
-        k = len(data.classes)
-        weightings = ("balanced", "none") if cfg.class_weight == "auto" else (cfg.class_weight,)
+        train, val = (Stream([spilled[s]], mean, std, rows, job.device) for s in ("train", "val"))
+        k = len(job.data.classes)
         fits = []
-        for weighting in weightings:
-            weight = class_weights(train.y, k, weighting, device)
-            fits += [dataclasses.replace(f, weighting=weighting) for f in lbfgs_path(train, val, k, weight, cfg.l2_penalties)]
-        best = min(fits, key=lambda f: (-f.val_accuracy, f.val_loss))
-        temperature = fit_temperature(val.logits(best.model), torch.from_numpy(val.y))
+        for weighting in weightings(params.class_weight):
+            weight = class_weights(train.y, k, weighting, job.device)
+            fits += [dataclasses.replace(f, weighting=weighting) for f in lbfgs_path(train, val, k, weight, params.l2_penalties)]
+        report_fits("linear (streamed)", fits)
+        best = best_of(fits)
+        temperature = helpful_temperature(val.logits(best.model), torch.from_numpy(val.y))
         model, refit = best.model, None
-        if cfg.refit:
-            both = [spilled["train"], spilled["val"]]
-            mean, std = moments(both, rows)
-            everything = Stream(both, mean, std, rows, device)
-            l2 = best.l2 * len(train) / len(everything)
-            weight = class_weights(everything.y, k, best.weighting, device)
-            model = lbfgs_path(everything, Stream([], mean, std, rows, device), k, weight, [l2])[0].model
-            refit = {"on": "train+val", "rows": len(everything), "l2": l2}
+        if params.refit:
+            model, mean, std, refit = _refit(spilled, train, best, rows, k, job.device)
         seconds = time.perf_counter() - start
-        model.cpu()
         test = Stream([spilled["test"]], mean, std, rows, "cpu")
-        logits = test.logits(model)
-        data.report["streamed"] = {"memory_gb": cfg.memory_gb, "chunk_rows": rows, "feature_bytes": feature_bytes(fs)}
-        return finish_card([fs], data, cfg, "lbfgs (streamed)", cfg.l2_penalties, fs.dim, best, fits, temperature,
-                           model, refit, seconds, mean, std, logits, device, head_dir, None, test.y)
+        logits = test.logits(model.cpu())
+        report = {"streamed": {"memory_gb": cfg.memory_gb, "chunk_rows": rows, "feature_bytes": feature_bytes(fs)}}
+        used = {k: v for k, v in dataclasses.asdict(params).items() if k not in ADAMW_KEYS}
+        return TrainedHead(model, best, fits, temperature, logits, seconds, "lbfgs (streamed)", fs.dim, mean, std,
+                           tuple(params.l2_penalties), refit, y_test=test.y, report=report, params=used)
     finally:
-        cleanup(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _refit(spilled, train: Stream, best: Fit, rows: int, k: int, device: str):
+    both = [spilled["train"], spilled["val"]]
+    mean, std = moments(both, rows)
+    everything = Stream(both, mean, std, rows, device)
+    l2 = best.l2 * len(train) / len(everything)
+    weight = class_weights(everything.y, k, best.weighting, device)
+    model = lbfgs_path(everything, Stream([], mean, std, rows, device), k, weight, [l2])[0].model
+    return model, mean, std, {"on": "train+val", "rows": len(everything), "l2": l2}

@@ -20,7 +20,8 @@ def import_arrays(store: FeatureStore, provenance: dict[str, Any], ids: Sequence
     """Write ``matrix`` (n, dim) as one shard of the set that ``provenance`` describes; the rows
     become the dataset's current items. ``contents`` identify each item's input (default: a hash of
     its id, so several sets imported for the same ids stay current together)."""
-    from ..content import compare
+    from ..splits import assign_items
+    from .runlog import changes, counts
 
     n = len(ids)
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
@@ -35,8 +36,15 @@ def import_arrays(store: FeatureStore, provenance: dict[str, Any], ids: Sequence
                       "size": pa.nulls(n, pa.int64()), "mtime_ns": pa.nulls(n, pa.int64())})
     dataset = store.dataset(provenance["dataset"])
     dataset.bind(source or f"arrays:{provenance['dataset']}")
+    previous = dataset.current()
+    before = dict(zip(previous["id"].to_pylist(), previous["assigned_split"].to_pylist()))
+    items = items.append_column("assigned_split", pa.array(assign_items(
+        items["id"].to_pylist(), items["label"].to_pylist(), items["split"].to_pylist(),
+        {k: v for k, v in before.items() if v}), pa.string())).append_column("preview", pa.nulls(n, pa.string()))
     digest = hashlib.sha256("\n".join(contents.to_pylist()).encode() + provenance["config_id"].encode()).hexdigest()
-    dataset.publish(items, digest, compare(dataset.current(), items))
+    rows = changes(previous, items)
+    dataset.publish(items, {"manifest_sha256": digest, "changes": counts(rows), "source": source,
+                            "feature_set": f"{provenance['dataset']}/{provenance['extractor']}"}, rows)
     fs = store.create(provenance)
     empty = reject_table([], [], [], [], [], [], [])
     fs.write_shard(digest[:16], part_table(id_array, contents, matrix), empty, n)

@@ -111,17 +111,17 @@ class FeatureStore:
     def views(self) -> tuple[list[tuple[str, FeatureSet]], list[str]]:
         """(view name, feature set) pairs and notes. Every set has ``<dataset>__<extractor>_<config12>``;
         the short ``<dataset>__<extractor>`` names the most recently created config, announced in a note
-        when there are several (so a name never mixes configs, and never silently disappears)."""
+        when there are several (so a name never mixes configs, and never silently disappears). A set whose
+        dataset's items cannot be read is left out and named; damaged shards are left out of their views."""
         sets, notes = [], []
         for fs in self.feature_sets():
             try:
-                paths = fs.files()
-                for path in paths:  # views are built from verified files only, as the Python reader reads
-                    fs._checked_footer(path)
-                if paths:
+                fs.items.current()
+                if fs.files():  # healthy shards only, as the Python reader reads
                     sets.append(fs)
+                notes += [f"skipped shard {shard} of {fs.name}: {why} (mmfeat fsck --repair)" for shard, why in fs.problems]
             except StoreError as exc:
-                notes.append(f"skipped {fs.name}: {exc} (mmfeat fsck --repair)")
+                notes.append(f"skipped {fs.name}: {exc}")
         notes += [f"skipped {path}: {why}" for path, why in self.problems]
         groups: dict[str, list[FeatureSet]] = {}
         for fs in sets:
@@ -137,10 +137,39 @@ class FeatureStore:
                              f"the others: {', '.join(short + '_' + f.config_id[:12] for f in members[:-1])})")
         return views, notes
 
-    def duckdb(self, connection: Any = None) -> Any:
+    def summaries(self) -> list[dict[str, Any]]:
+        """Every readable set's summary; a set that cannot be summarized is named in ``self.problems``."""
+        out = []
+        sets = self.feature_sets()
+        problems = list(self.problems)
+        for fs in sets:
+            try:
+                out.append(fs.summary())
+            except StoreError as exc:
+                problems.append((fs.path, str(exc)))
+        self.problems = problems
+        return out
+
+    def query(self, sql: str, safe: bool = False) -> Any:
+        """Run SQL over the views (:meth:`duckdb`); a failure is one line, an unknown view lists the views.
+        ``safe``: DuckDB may then read only the store's files (no other file, no network, no extension)."""
+        import duckdb
+
+        con = self.duckdb(safe=safe)
+        try:
+            return con.sql(sql)
+        except duckdb.Error as exc:
+            first = str(exc).strip().splitlines()[0]
+            known = [r[0] for r in con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1").fetchall()]
+            hint = f"; views: {', '.join(known) or 'none'}" if isinstance(exc, duckdb.CatalogException) else ""
+            raise StoreError(f"query failed: {first}{hint}") from None
+
+    def duckdb(self, connection: Any = None, safe: bool = False) -> Any:
         """A DuckDB connection with a view per feature set over its current view (and ``<view>_rejects``):
         SQL over the committed files, joined with the dataset's current items, nothing loaded up front.
-        What :meth:`views` noted (skipped sets, which config a short name means) is left in ``self.notes``."""
+        What :meth:`views` noted (skipped sets, which config a short name means) is left in ``self.notes``.
+        ``safe``: the connection may read the store's own folder only (no other file, no extension
+        installs, no network), for SQL from anyone less trusted than the store's owner."""
         import itertools
 
         import duckdb
@@ -172,7 +201,19 @@ class FeatureStore:
             features, rejects = sql[fs.path]
             con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {features}')
             con.execute(f'CREATE OR REPLACE VIEW "{name}_rejects" AS {rejects}')
+        if safe:
+            _lock_down(con, self.root if isinstance(self.fs, pafs.LocalFileSystem) else None)
         return con
+
+
+def _lock_down(con: Any, root: str | None) -> None:
+    """DuckDB reads only under ``root`` from now on: no other file, no extension installs, no network."""
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    if root:
+        con.execute(f"SET allowed_directories = ['{root.replace(chr(39), chr(39) * 2)}']")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
 
 
 def _files_sql(paths: list[str]) -> str:
@@ -186,7 +227,8 @@ def view_sql(fs: FeatureSet, relation=None) -> tuple[str, str]:
     relation = relation or (lambda paths: f"read_parquet({_files_sql(paths)})")
     parts, items = relation(fs.files()), relation([fs.items.items_path])
     frames = ", p.frames" if fs.manifest.get("frame_dim") else ""
-    features = (f"SELECT p.id, i.label, i.split, i.source, CASE WHEN p.row_meta IS NULL THEN i.meta "
+    split = "coalesce(i.split, i.assigned_split)" if _has_assigned(fs) else "i.split"
+    features = (f"SELECT p.id, i.label, {split} AS split, i.source, CASE WHEN p.row_meta IS NULL THEN i.meta "
                 f"WHEN i.meta IS NULL THEN p.row_meta ELSE map_concat(i.meta, p.row_meta) END AS meta, "
                 f"p.features{frames} FROM {parts} p JOIN {items} i "
                 f"ON p.item = i.id AND p.content = i.content QUALIFY row_number() OVER (PARTITION BY p.id) = 1")
@@ -199,6 +241,16 @@ def view_sql(fs: FeatureSet, relation=None) -> tuple[str, str]:
                f"WHERE NOT EXISTS (SELECT 1 FROM {parts} p WHERE p.item = r.id AND p.content = r.content) "
                f"QUALIFY row_number() OVER (PARTITION BY r.id) = 1")
     return features, rejects
+
+
+def _has_assigned(fs: FeatureSet) -> bool:
+    """Whether the items file holds the store's splits (older ones do not)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return "assigned_split" in pq.read_schema(fs.items.items_path, filesystem=fs.fs).names
+    except (OSError, ValueError):
+        return False
 
 
 def view_name(dataset: str, extractor: str) -> str:

@@ -69,34 +69,67 @@ def staging_path(directory: str, suffix: str) -> str:
     return join(directory, f".staging-{uuid.uuid4().hex}{suffix}")
 
 
-def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+@contextlib.contextmanager
+def staged_output(fs: pafs.FileSystem, path: str, suffix: str = ".tmp") -> Iterator[str]:
+    """The one way a file is written: the caller writes the yielded staging name (hidden, unique, beside
+    ``path``); then it is fsync'd, renamed into place and its folder fsync'd. On failure it is removed, so
+    a kill or a full disk leaves nothing a reader looks at (readers never look at dot-files)."""
     directory = path.rsplit("/", 1)[0]
     fs.create_dir(directory, recursive=True)
-    tmp = staging_path(directory, ".tmp")
-    with fs.open_output_stream(tmp) as out:
-        out.write(data)
-    fsync(fs, tmp)
-    fs.move(tmp, path)
+    tmp = staging_path(directory, suffix)
+    try:
+        yield tmp
+        fsync(fs, tmp)
+        fs.move(tmp, path)
+    except BaseException:
+        delete_if_exists(fs, tmp)
+        raise
     fsync(fs, directory)
 
 
-def write_parquet_atomic(fs: pafs.FileSystem, path: str, table, **options: Any) -> None:
-    """Write to a hidden staging name, check the row count in the footer, rename into place."""
+def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    with staged_output(fs, path) as tmp:
+        with fs.open_output_stream(tmp) as out:
+            out.write(data)
+
+
+def write_parquet_atomic(fs: pafs.FileSystem, path: str, table, **options: Any) -> dict[str, Any]:
+    """Write to a hidden staging name, check the row count in the footer, rename into place; returns the
+    file's size and sha256 (what a done marker records, and fsck checks)."""
     import pyarrow.parquet as pq
 
     from ..errors import StoreError
 
-    directory = path.rsplit("/", 1)[0]
-    fs.create_dir(directory, recursive=True)
-    tmp = staging_path(directory, ".parquet")
-    pq.write_table(table, tmp, filesystem=fs, **options)
-    written = pq.ParquetFile(fs.open_input_file(tmp)).metadata.num_rows
-    if written != table.num_rows:
-        fs.delete_file(tmp)
-        raise StoreError(f"{path}: wrote {written} rows, expected {table.num_rows}")
-    fsync(fs, tmp)
-    fs.move(tmp, path)
-    fsync(fs, directory)
+    with staged_output(fs, path, ".parquet") as tmp:
+        pq.write_table(table, tmp, filesystem=fs, **options)
+        written = pq.ParquetFile(fs.open_input_file(tmp)).metadata.num_rows
+        if written != table.num_rows:
+            raise StoreError(f"{path}: wrote {written} rows, expected {table.num_rows}")
+        digest = {"bytes": fs.get_file_info(tmp).size, "sha256": sha256(fs, tmp)}
+    return digest
+
+
+def sha256(fs: pafs.FileSystem, path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with fs.open_input_stream(path) as f:
+        while True:
+            block = f.read(1 << 22)
+            if not block:
+                return h.hexdigest()
+            h.update(block)
+
+
+def file_infos(fs: pafs.FileSystem, path: str) -> dict[str, tuple[str, int, int]]:
+    """Name -> (kind, size, mtime_ns) of the entries directly under ``path`` (kind as :func:`list_entries`)."""
+    out = {}
+    for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
+        kind = {pafs.FileType.File: "file", pafs.FileType.Directory: "dir"}.get(info.type, "other")
+        if isinstance(fs, pafs.LocalFileSystem) and os.path.islink(info.path):
+            kind = "other"
+        out[info.base_name] = (kind, info.size or 0, info.mtime_ns or 0)
+    return out
 
 
 def delete_if_exists(fs: pafs.FileSystem, path: str) -> bool:
@@ -121,20 +154,51 @@ def read_json(fs: pafs.FileSystem, path: str) -> Any:
 
 @contextlib.contextmanager
 def staged_local_folder(target: str, marker: str) -> Iterator[str]:
-    """A local staging folder beside ``target``, filled by the caller, then renamed into place (atomic).
-    Another process that got there first wins: its folder (holding ``marker``) is kept, ours dropped."""
+    """A local staging folder beside ``target``, filled by the caller, its files fsync'd, then renamed into
+    place (atomic). Another process that got there first wins: its folder (holding ``marker``) is kept,
+    ours dropped."""
     import shutil
     import tempfile
 
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}-", dir=parent)
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=parent)
     try:
         yield staging
+        for name in os.listdir(staging):
+            fsync(LOCAL, os.path.join(staging, name))
         try:
             os.rename(staging, target)
         except OSError:
             if not os.path.exists(os.path.join(target, marker)):
                 raise
+        fsync(LOCAL, parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def replaced_local_folder(target: str) -> Iterator[str]:
+    """A staging folder that replaces ``target`` when the caller is done: the old folder is renamed aside
+    and removed only once the new one is in place (a failure leaves the old one whole)."""
+    import shutil
+    import tempfile
+
+    parent = os.path.dirname(os.path.abspath(target))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=parent)
+    old = None
+    try:
+        yield staging
+        for name in os.listdir(staging):
+            if os.path.isfile(os.path.join(staging, name)):
+                fsync(LOCAL, os.path.join(staging, name))
+        if os.path.lexists(target):
+            old = os.path.join(parent, f".staging-old-{uuid.uuid4().hex}")
+            os.rename(target, old)
+        os.rename(staging, target)
+        fsync(LOCAL, parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)

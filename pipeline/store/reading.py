@@ -9,10 +9,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import StoreError
+from ..progress import log
 from .rows import current_rejects, current_view
 from .schema import PROVENANCE_KEY, REJECT_SCHEMA, REJECT_VIEW_SCHEMA, parse_provenance
 
 _PART_ONLY = ("id", "features", "frames")
+_WARNED: set = set()
+# Columns a reader may ask for beyond the view's schema: the item's content hash (its identity).
+_EXTRA = {"content": pa.field("content", pa.string())}
 
 
 class FeatureSetReader:
@@ -35,24 +39,36 @@ class FeatureSetReader:
             raise StoreError(f"{path}: schema differs from the feature set's ({schema.remove_metadata()}); "
                              "refusing to mix it in (mmfeat fsck --repair drops it)")
 
-    def _read_parts(self, columns: Sequence[str]) -> pa.Table:
-        paths = self.files()
-        for path in paths:
-            self._checked_footer(path)
-        schema = self.part_schema()
-        if not paths:
+    def _read_parts(self, columns: Sequence[str], kind: str = "part") -> pa.Table:
+        """The named columns of every healthy shard's part (or rejects) file, each page's checksum verified;
+        a shard whose data no longer reads is skipped, named, and noted for the next extract to re-extract."""
+        schema = self.part_schema() if kind == "part" else REJECT_SCHEMA
+        tables = [t for t in (self._read_file(shard, kind, columns) for shard in sorted(self.done_markers()))
+                  if t is not None]
+        if not tables:
             return schema.empty_table().select(list(columns))
+        return pa.concat_tables(tables)
+
+    def _read_file(self, shard: str, kind: str, columns: Sequence[str] | None) -> pa.Table | None:
+        path = self.shard_path(shard, kind)
         try:
-            tables = [pq.read_table(p, filesystem=self.fs, columns=list(columns)) for p in paths]
+            table = pq.read_table(path, filesystem=self.fs, columns=list(columns) if columns else None,
+                                  page_checksum_verification=True)
         except (OSError, pa.ArrowInvalid) as exc:
-            raise StoreError(f"{self.path}: cannot read shards ({exc})") from None
-        return pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
+            why = f"{path}: unreadable data ({str(exc).splitlines()[0][:200]})"
+            if why not in _WARNED:
+                _WARNED.add(why)
+                log.warning("%s: skipping shard %s: %s (the next extract re-extracts its items; mmfeat fsck "
+                            "--repair drops it now)", self.name, shard, why)
+            self.suspect(shard, why)
+            return None
+        return table.replace_schema_metadata(None)
 
     def table(self, columns: Sequence[str] | None = None, split: str | Sequence[str] | None = None,
               label: str | Sequence[str] | None = None) -> pa.Table:
         """The current view as one Arrow table, in id order, optionally filtered on split and label."""
-        schema = self.schema()
-        wanted = list(columns) if columns is not None else schema.names
+        schema = self._schema_with_extras()
+        wanted = list(columns) if columns is not None else self.schema().names
         unknown = [c for c in wanted if c not in schema.names]
         if unknown:
             raise StoreError(f"unknown column(s) {unknown}; columns: {', '.join(schema.names)}")
@@ -68,15 +84,13 @@ class FeatureSetReader:
     def iter_tables(self, columns: Sequence[str]) -> Iterator[pa.Table]:
         """The current view one part file at a time (memory bounded by a shard, not the set); each id
         once across parts (the ids seen so far are the only state kept)."""
-        schema = self.schema()
+        schema = self._schema_with_extras()
         items, seen = self.items.current(), set()
         read = ["id", "item", "content", "row_meta"] + [c for c in columns if c in _PART_ONLY and c != "id"]
-        for path in self.files():
-            self._checked_footer(path)
-            try:
-                part = pq.read_table(path, filesystem=self.fs, columns=read).replace_schema_metadata(None)
-            except (OSError, pa.ArrowInvalid) as exc:
-                raise StoreError(f"{path}: cannot read shard ({exc})") from None
+        for shard in sorted(self.done_markers()):
+            part = self._read_file(shard, "part", read)
+            if part is None:
+                continue
             view = current_view(part, items, list(dict.fromkeys(["id", *columns])), self.name)
             ids = view["id"].to_pylist()
             fresh = [i not in seen for i in ids]
@@ -84,26 +98,52 @@ class FeatureSetReader:
             view = view.filter(pa.array(fresh, pa.bool_())).select(list(columns))
             yield view.cast(pa.schema([schema.field(c) for c in columns]))
 
+    def _schema_with_extras(self) -> pa.Schema:
+        schema = self.schema()
+        for field in _EXTRA.values():
+            schema = schema.append(field)
+        return schema
+
+    def rows_for(self, pins: pa.Table, columns: Sequence[str]) -> pa.Table:
+        """The rows ``pins`` names by (row id, content) whether or not they are current (a head run's
+        snapshot), with the pins' label and split and the current meta of their items where they have one."""
+        from .items import item_keys
+        from .rows import first_per_id, merge_maps
+
+        schema = self._schema_with_extras()
+        read = ["id", "item", "content", "row_meta"] + [c for c in columns if c in _PART_ONLY and c != "id"]
+        parts = self._read_parts(read)
+        pinned = item_keys(pins["id"], pins["content"])
+        parts = parts.filter(pc.is_in(item_keys(parts["id"], parts["content"]), value_set=pinned))
+        first = first_per_id(parts["id"].combine_chunks(), self.name, warn=False)
+        parts = parts.take(pa.array(first)) if first is not None else parts
+        parts = parts.take(pc.sort_indices(parts["id"]))
+        where = pc.index_in(item_keys(parts["id"], parts["content"]), value_set=pinned)
+        items = self.items.current()
+        at = pc.index_in(item_keys(parts["item"], parts["content"]), value_set=item_keys(items["id"], items["content"]))
+        out = {"label": pins["label"].combine_chunks().take(where), "split": pins["split"].combine_chunks().take(where),
+               "meta": merge_maps(items["meta"].combine_chunks().take(at), parts["row_meta"].combine_chunks()),
+               "source": items["source"].combine_chunks().take(at)}
+        table = pa.table({c: out[c] if c in out else parts[c].combine_chunks() for c in columns})
+        return table.cast(pa.schema([schema.field(c) for c in columns]))
+
     def ids(self) -> pa.ChunkedArray:
         return self.table(columns=["id"])["id"]
 
-    def rejects(self) -> pa.Table:
-        """Rejects of current items that have no rows (id, source, stage, reason, retryable, message)."""
-        paths = self.files("rejects")
-        if not paths:
+    def rejects(self, items: pa.Table | None = None) -> pa.Table:
+        """Rejects of current items that have no rows (id, source, stage, reason, retryable, message);
+        ``items``: another items table to judge against (a run's, before it is published)."""
+        if not self.done_markers():
             return REJECT_VIEW_SCHEMA.empty_table()
-        raw = pa.concat_tables([pq.read_table(p, filesystem=self.fs).replace_schema_metadata(None) for p in paths])
-        return current_rejects(raw.cast(REJECT_SCHEMA), self.items.current(), self._read_parts(["item", "content"]))
+        raw = self._read_parts(REJECT_SCHEMA.names, "rejects")
+        return current_rejects(raw.cast(REJECT_SCHEMA), self.items.current() if items is None else items,
+                               self._read_parts(["item", "content"]))
 
     def keys(self, kind: str = "part") -> pa.Table:
         """Every (item, content) key written (parts) or decided (rejects, with ``retryable``), current or not."""
         if kind == "part":
             return self._read_parts(["item", "content"]).rename_columns(["id", "content"])
-        paths = self.files("rejects")
-        if not paths:
-            return REJECT_SCHEMA.empty_table().select(["id", "content", "retryable"])
-        return pa.concat_tables([pq.read_table(p, filesystem=self.fs, columns=["id", "content", "retryable"])
-                                 .replace_schema_metadata(None) for p in paths])
+        return self._read_parts(["id", "content", "retryable"], "rejects")
 
     def numpy(self, split=None, label=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, features float32 (n, dim), labels) as numpy arrays (features as a scipy CSR matrix

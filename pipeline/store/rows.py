@@ -113,8 +113,10 @@ def current_view(parts: pa.Table, items: pa.Table, columns: list[str], what: str
     where = pc.index_in(item_keys(parts["item"], parts["content"]), value_set=item_key)
     out = {}
     for name in columns:
-        if name in ("label", "split", "source"):
+        if name in ("label", "source"):
             out[name] = items[name].combine_chunks().take(where)
+        elif name == "split":
+            out[name] = pc.coalesce(items["split"].combine_chunks(), items["assigned_split"].combine_chunks()).take(where)
         elif name == "meta":
             out[name] = merge_maps(items["meta"].combine_chunks().take(where), parts["row_meta"].combine_chunks())
         else:

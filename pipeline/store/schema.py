@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from ..errors import StoreError
@@ -30,10 +31,16 @@ REJECT_SCHEMA = pa.schema([("id", pa.string()), ("content", pa.string()), ("sour
 REJECT_VIEW_SCHEMA = pa.schema([f for f in REJECT_SCHEMA if f.name != "content"])
 
 # The dataset's current items (one row per manifest row): what labels, splits and meta readers see.
+# ``split`` is the manifest's; ``assigned_split`` the one the store assigned once to an item the manifest
+# gives none (pipeline/splits.py); readers see the first that is set. ``preview``: the start of a text
+# item's text (errors, neighbours and audits read without the source).
 ITEMS_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("content", pa.string()),
                           pa.field("source", pa.string()), pa.field("label", pa.string()),
                           pa.field("split", pa.string()), pa.field("meta", META_TYPE),
-                          pa.field("size", pa.int64()), pa.field("mtime_ns", pa.int64())])
+                          pa.field("size", pa.int64()), pa.field("mtime_ns", pa.int64()),
+                          pa.field("assigned_split", pa.string()), pa.field("preview", pa.string())])
+# Columns added to the items table after stores were written: read as nulls from older files.
+ITEMS_ADDED = ("assigned_split", "preview")
 
 
 # Sparse features (tf-idf): each row's nonzero column indices and their values; DuckDB reads it as a
@@ -110,7 +117,32 @@ def validate_provenance(obj: Any, where: str) -> dict[str, Any]:
                          f"features); remove it (mmfeat rm) and extract again")
     if len(obj["config_id"]) != 64 or any(c not in "0123456789abcdef" for c in obj["config_id"]):
         raise StoreError(f"{where}: config_id is not a sha256 hex digest")
+    problem = _shape_problem(obj)
+    if problem:
+        raise StoreError(f"{where}: provenance {problem}")
     return obj
+
+
+MAX_DIM = 1 << 28  # features per row a reader will allocate for
+
+
+def _shape_problem(obj: dict[str, Any]) -> str | None:
+    """What in the provenance a reader could not build a schema from (or would allocate without bound)."""
+    def count(value, top=MAX_DIM) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= top
+    if not count(obj["dim"]):
+        return f"dim must be an integer in 1..{MAX_DIM}"
+    if obj.get("frame_dim") is not None and not count(obj["frame_dim"], 1 << 20):
+        return "frame_dim must be empty or an integer in 1..2^20"
+    if not isinstance(obj.get("sparse", False), bool):
+        return "sparse must be true or false"
+    tensor = obj.get("tensor")
+    if tensor is not None:
+        shape = tensor.get("shape") if isinstance(tensor, dict) else None
+        if not (isinstance(shape, list) and shape and all(count(d, 1 << 16) for d in shape)
+                and int(np.prod(shape)) == obj["dim"]):
+            return "tensor.shape must list positive sizes whose product is dim"
+    return None
 
 
 def parse_provenance(raw: bytes | None, where: str) -> dict[str, Any]:
@@ -120,4 +152,6 @@ def parse_provenance(raw: bytes | None, where: str) -> dict[str, Any]:
         obj = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise StoreError(f"{where}: provenance is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise StoreError(f"{where}: provenance nested too deeply") from None
     return validate_provenance(obj, where)

@@ -1,4 +1,5 @@
 """Audio extractors."""
-from .spectral import SpectralConfig, SpectralExtractor
+from .config import SpectralConfig
+from .spectral import SpectralExtractor
 
 __all__ = ["SpectralConfig", "SpectralExtractor"]

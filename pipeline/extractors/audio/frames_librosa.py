@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .deltas import delta_numpy
+
 # Spectral contrast compares band peaks with band valleys in dB, so bins holding only FFT rounding
 # noise (a narrowband recording resampled up: its top bands sit ~1e-8 below the clip's peak) would
 # give values that depend on how numpy's or torch's FFT rounds. Magnitudes are floored at 1e-6 of
@@ -14,10 +16,6 @@ CONTRAST_FLOOR = 1e-6
 def floored(mag: np.ndarray) -> np.ndarray:
     return np.maximum(mag, mag.max(initial=0.0) * CONTRAST_FLOOR)
 
-
-from .deltas import delta_numpy
-
-FEATURE_DIMS = {"mfcc": None, "chroma": 12, "mel": None, "contrast": None, "stft": 4, "zcr": 1, "rms": 1, "tonnetz": 6}
 
 
 def librosa_frames(y: np.ndarray, sr: int, cfg, features: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from .clips import ClipResult, clip_windows
+from .config import frame_dims
 from .decode import load_clip
 from .pooling import pool_numpy_binned
 
@@ -55,7 +56,7 @@ def _librosa_window(y: np.ndarray, sr: int, cfg):
             return classic193(y, sr).astype(np.float32), None
         frames = librosa_frames(y.astype(np.float64) if cfg.precision == "float64" else y, sr, cfg, cfg.features)
     stacked = np.concatenate([frames[f] for f in cfg.features]).astype(np.float64)
-    return pool_numpy_binned(stacked, cfg.stats, [_frame_dims(cfg)[f] for f in cfg.features],
+    return pool_numpy_binned(stacked, cfg.stats, [frame_dims(cfg)[f] for f in cfg.features],
                              cfg.time_bins).astype(np.float32), \
         (stacked.T.astype(np.float32) if cfg.frames else None)
 
@@ -73,9 +74,3 @@ def init_pool_worker() -> None:
         warnings.simplefilter("ignore")
         librosa.feature.chroma_stft(y=y, sr=22050, tuning=0.0)
         librosa.feature.zero_crossing_rate(y)
-
-
-def _frame_dims(cfg):
-    from .spectral import frame_dims
-
-    return frame_dims(cfg)

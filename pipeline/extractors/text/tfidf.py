@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from ...config import check_choice, sha256_file
+from ...config import check_choice, option, sha256_file
 from ...errors import MmfeatError
 from ...store import files
 from ...registry import register_extractor
@@ -33,14 +33,15 @@ class TfidfConfig:
     1 + log(tf) instead of raw counts.
     """
 
-    analyzer: str = "word"
-    word_ngrams: tuple[int, int] = (1, 2)
-    char_ngrams: tuple[int, int] = (2, 5)
-    min_df: int = 2
-    max_df: float = 1.0
-    max_features: int = 200_000
-    sublinear_tf: bool = True
-    max_chars: int = 1_000_000
+    analyzer: str = option("word", "word (n-grams of words), char (n-grams of characters inside words), or word+char")
+    word_ngrams: tuple[int, int] = option((1, 2), "low,high: word n-gram lengths (1,2: words and pairs of words)")
+    char_ngrams: tuple[int, int] = option((2, 5), "low,high: character n-gram lengths for char and word+char")
+    min_df: int = option(2, "a term must occur in at least this many texts of the corpus")
+    max_df: float = option(1.0, "terms in more than this fraction of the texts are dropped (1.0 keeps all)")
+    max_features: int = option(
+        200_000, "the most frequent terms kept, per analyzer (the width of the sparse vectors)")
+    sublinear_tf: bool = option(True, "1 + log(count) instead of the raw count of a term in a text")
+    max_chars: int = option(1_000_000, "longer texts are rejected (too_long)")
 
     def __post_init__(self):
         check_choice("analyzer", self.analyzer, ANALYZERS)

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from ...config import check_choice, runtime_field, sha256_file
+from ...config import check_choice, option, sha256_file
 from ...errors import BadInput, MmfeatError
 from ...registry import register_extractor
 from ..batching import MapExtractor
@@ -28,18 +28,22 @@ class Word2VecConfig:
     Tokenization: NFKC, casefold, runs of letters/digits; out-of-vocabulary words are skipped.
     """
 
-    vectors: str | None = None
-    vectors_sha256: str | None = None
-    vector_size: int = 100
-    window: int = 5
-    min_count: int = 2
-    epochs: int | None = None  # None (auto): from the corpus size, see word2vec_state.auto_epochs
-    sg: int = 0
-    seed: int = 1
-    pooling: str = "mean"
-    sif_a: float = 1e-3
-    max_chars: int = 1_000_000
-    workers: int = runtime_field(1)
+    vectors: str | None = option(None, "load word2vec text/binary vectors instead of training on the dataset")
+    vectors_sha256: str | None = option(
+        None, "pin a gensim .model/.kv pickle by its sha256 (pickles run code when loaded)")
+    vector_size: int = option(100, "dimension of trained vectors")
+    window: int = option(5, "context window of training")
+    min_count: int = option(2, "words rarer than this in the corpus are ignored")
+    # None (auto): from the corpus size, see word2vec_state.auto_epochs
+    epochs: int | None = option(
+        None, "training passes over the corpus (default: about 30M word updates, 5 to 100 passes)")
+    sg: int = option(0, "1: skip-gram, 0: CBOW")
+    seed: int = option(1, "training seed")
+    pooling: str = option(
+        "mean", "mean, tfidf (idf-weighted mean) or sif (smooth inverse frequency, first component removed)")
+    sif_a: float = option(1e-3, "the SIF weight a/(a+p(w))")
+    max_chars: int = option(1_000_000, "longer texts are rejected (too_long)")
+    workers: int = option(1, "gensim training threads (1 keeps training deterministic)", runtime=True)
 
     def __post_init__(self):
         check_choice("pooling", self.pooling, ("mean", "tfidf", "sif"))

@@ -10,19 +10,21 @@ import codecs
 import csv
 import json
 import os
+import re
 
 import pyarrow as pa
 
-from .errors import MmfeatError
+from ..errors import MmfeatError
 
 _ITEM_COLUMNS = ("id", "path", "text", "label", "split")
 
 
-def read_manifest(path: str) -> pa.Table:
+def read_manifest(path: str, no_header: bool = False) -> pa.Table:
+    """The manifest's rows, every value a string; ``no_header``: a CSV without a header line (c0, c1, ...)."""
     lower = path.lower()
     try:
         if lower.endswith((".csv", ".tsv")):
-            table = _read_csv(path, "\t" if lower.endswith(".tsv") else ",")
+            table = _read_csv(path, "\t" if lower.endswith(".tsv") else ",", no_header)
         elif lower.endswith((".jsonl", ".ndjson", ".json")):
             table = _read_jsonl(path)
         elif lower.endswith(".parquet"):
@@ -46,7 +48,7 @@ def _encoding(path: str) -> str:
     return "utf-8-sig"
 
 
-def _read_csv(path: str, delimiter: str) -> pa.Table:
+def _read_csv(path: str, delimiter: str, no_header: bool = False) -> pa.Table:
     import pyarrow.csv as pcsv
 
     encoding = _encoding(path)
@@ -57,15 +59,21 @@ def _read_csv(path: str, delimiter: str) -> pa.Table:
         raise MmfeatError(f"{path}: not UTF-8 or UTF-16 text ({exc.reason} at byte {exc.start})") from None
     if not header:
         raise MmfeatError(f"{path}: empty file (no header line)")
+    if no_header:
+        header = [f"c{i}" for i in range(len(header))]
     dupes = sorted({c for c in header if header.count(c) > 1})
     if dupes:
-        raise MmfeatError(f"{path}: duplicate column name(s) in the header: {', '.join(dupes)}")
+        from .columns import looks_like_data
+
+        hint = " (the first line looks like data: pass --no-header)" if looks_like_data(header) else ""
+        raise MmfeatError(f"{path}: duplicate column name(s) in the header: {', '.join(dupes)}{hint}")
     size = os.path.getsize(path)
     return pcsv.read_csv(
         path,
         # A block must hold the longest row; newlines inside quoted fields are values, not row ends.
         read_options=pcsv.ReadOptions(encoding="utf-16" if encoding == "utf-16" else "utf8",
-                                      block_size=max(1 << 20, min(size + 1, 1 << 30))),
+                                      block_size=max(1 << 20, min(size + 1, 1 << 30)),
+                                      column_names=header if no_header else None),
         parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
         convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in header}, strings_can_be_null=True))
 
@@ -85,11 +93,23 @@ def _read_jsonl(path: str) -> pa.Table:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise MmfeatError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
+            except RecursionError:
+                raise MmfeatError(f"{path}:{number}: JSON nested too deeply") from None
             if not isinstance(row, dict):
                 raise MmfeatError(f"{path}:{number}: a line must be a JSON object, got {type(row).__name__}")
-            rows.append({k: _as_text(v, k, path, number) for k, v in row.items()})
+            row = {k: _as_text(v, k, path, number) for k, v in row.items()}
+            if any(_surrogate(k) or _surrogate(v) for k, v in row.items()):
+                raise MmfeatError(f"{path}:{number}: a lone UTF-16 surrogate (\\ud800-\\udfff) is not text; fix the line")
+            rows.append(row)
             names.update(dict.fromkeys(row))
     return pa.table({name: pa.array([r.get(name) for r in rows], pa.string()) for name in names})
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogate(value) -> bool:
+    return isinstance(value, str) and _SURROGATE.search(value) is not None
 
 
 def _as_text(value, key: str, path: str, number: int) -> str | None:
@@ -101,4 +121,7 @@ def _as_text(value, key: str, path: str, number: int) -> str | None:
         return str(value)
     if key in _ITEM_COLUMNS:
         raise MmfeatError(f"{path}:{number}: {key!r} must be a string or a number, got {type(value).__name__}")
-    return json.dumps(value, ensure_ascii=False)
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except RecursionError:
+        raise MmfeatError(f"{path}:{number}: {key!r} is nested too deeply") from None

@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .inputs import Dataset, resolve_paths, text_hash
-from .store.items import item_keys
+from ..store.items import item_keys
+from .dataset import Dataset, resolve_paths, text_hash
 
 _CHUNK = 1 << 20
 
@@ -72,11 +72,29 @@ def build_items(dataset: Dataset, previous: pa.Table, threads: int = 8) -> pa.Ta
         stored_source = sources
     valid = size >= 0
     return pa.table({"id": table["id"], "content": pa.array(content, pa.string()),
+                     "assigned_split": _assigned_splits(table, previous),
+                     "preview": pa.array([t[:PREVIEW_CHARS] if t else None for t in sources] if dataset.kind == "text"
+                                         else [None] * n, pa.string()),
                      "source": pa.array(stored_source, pa.string()), "label": table["label"],
                      "split": table["split"], "meta": table["meta"],
                      "size": pa.array(size, pa.int64(), mask=~valid), "mtime_ns": pa.array(mtime, pa.int64(), mask=~valid),
                      "input": pa.array(inputs, pa.string()), "reason": pa.array(reason, pa.string()),
                      "message": pa.array(message, pa.string())})
+
+
+PREVIEW_CHARS = 300  # of each text kept in the items table (errors, neighbours, audits read it)
+
+
+def _assigned_splits(table: pa.Table, previous: pa.Table) -> pa.Array:
+    """The store's split of each item whose manifest gives none: kept from the last run, or assigned once
+    (stratified by label, in hash order: pipeline/splits.py)."""
+    from ..splits import assign_items
+
+    kept = previous.filter(pc.is_valid(previous["assigned_split"])) if "assigned_split" in previous.column_names \
+        else previous.slice(0, 0)
+    before = dict(zip(kept["id"].to_pylist(), kept["assigned_split"].to_pylist())) if kept.num_rows else {}
+    return pa.array(assign_items(table["id"].to_pylist(), table["label"].to_pylist(), table["split"].to_pylist(),
+                                 before), pa.string())
 
 
 def _previous_stats(previous: pa.Table) -> dict[tuple, tuple]:
@@ -119,20 +137,3 @@ def manifest_digest(source: str, items: pa.Table) -> str:
     for column in ("id", "content", "label", "split"):
         h.update("\n".join(map(str, items[column].to_pylist())).encode("utf-8", "surrogatepass"))
     return h.hexdigest()
-
-
-def compare(previous: pa.Table, items: pa.Table) -> dict[str, int]:
-    """Counts of added, removed, content-changed and metadata-changed (label/split/meta) items."""
-    prev_ids, ids = previous["id"].combine_chunks(), items["id"].combine_chunks()
-    kept = pc.is_in(ids, value_set=prev_ids)
-    same_key = pc.is_in(item_keys(ids, items["content"]), value_set=item_keys(prev_ids, previous["content"]))
-    index = pc.index_in(ids, value_set=prev_ids)
-    kept_np = kept.to_numpy(zero_copy_only=False)
-    meta_changed = np.zeros(len(ids), bool)
-    for column in ("label", "split", "meta"):
-        before = previous[column].combine_chunks().take(index).to_pylist()
-        meta_changed |= np.array([b != a for b, a in zip(before, items[column].to_pylist())], bool)
-    return {"added": int((~kept_np).sum()),
-            "removed": int(len(prev_ids) - pc.sum(pc.is_in(prev_ids, value_set=ids)).as_py() if len(prev_ids) else 0),
-            "content_changed": int((kept_np & ~same_key.to_numpy(zero_copy_only=False)).sum()),
-            "metadata_changed": int((kept_np & meta_changed).sum())}

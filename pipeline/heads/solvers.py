@@ -1,111 +1,53 @@
-"""Linear (multinomial logistic regression) and MLP heads in torch, trained with AdamW + early stopping."""
+"""Fitting classifiers on feature matrices: exact L-BFGS logistic regression along a penalty path, the
+whole penalty sweep as one stacked AdamW model, one AdamW model per penalty (MLP, sequence), class means."""
 from __future__ import annotations
 
-import copy
-import dataclasses
-import time
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..progress import log
-from .design import forward, is_sparse, to_device
-
-
-def build_head(kind: str, dim: int, n_classes: int, hidden: tuple[int, ...], dropout: float) -> nn.Module:
-    if kind in ("linear", "prototype"):
-        return nn.Linear(dim, n_classes)
-    if kind == "sequence":  # dim counts the mask channel
-        from .sequence import SequenceHead
-
-        return SequenceHead(dim - 1, n_classes, hidden[0], dropout)
-    layers: list[nn.Module] = []
-    for width in hidden:
-        layers += [nn.Linear(dim, width), nn.GELU(), nn.Dropout(dropout)]
-        dim = width
-    return nn.Sequential(*layers, nn.Linear(dim, n_classes))
-
-
-@dataclasses.dataclass
-class Fit:
-    model: nn.Module
-    l2: float
-    val_loss: float
-    val_accuracy: float
-    epochs: int
-    curve: list[tuple[int, float, float]]  # (epoch, train loss, val loss)
-    weighting: str = "none"  # the class weighting it was fitted with
-
-
-class EarlyStopping:
-    """The weights of the epoch with the lowest validation loss, and when to stop: ``patience`` epochs
-    without a better one (an improvement must beat the best by more than 1e-5)."""
-
-    def __init__(self, model: nn.Module, patience: int, loss: float = float("inf")):
-        self.best = copy.deepcopy(model.state_dict())
-        self.loss, self.epoch, self.bad, self.patience = loss, 0, 0, patience
-
-    def update(self, model: nn.Module, epoch: int, val_loss: float) -> bool:
-        """Record an epoch; True when training should stop."""
-        if val_loss < self.loss - 1e-5:
-            self.best, self.loss, self.epoch, self.bad = copy.deepcopy(model.state_dict()), val_loss, epoch, 0
-            return False
-        self.bad += 1
-        return self.bad >= self.patience
-
-
-_last_epoch_log = [0.0]
-
-
-def _log_epoch(epoch: int, message: str, every_s: float = 5.0) -> None:
-    """An epoch line at most every few seconds (and the first one), so long trainings show progress."""
-    now = time.perf_counter()
-    if epoch == 1 or now - _last_epoch_log[0] >= every_s:
-        _last_epoch_log[0] = now
-        log.info("epoch %d, %s", epoch, message)
+from .design import forward, to_device
+from .training import EarlyStopping, Fit, decay_on_plateau, keep_state, minibatches, train_epochs
 
 
 def fit_one(model: nn.Module, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor,
-            class_weight: torch.Tensor | None, l2: float, cfg, seed: int) -> Fit:
+            class_weight: torch.Tensor | None, l2: float, params, seed: int) -> Fit:
     """Mini-batch AdamW on cross-entropy + (l2/2)·||W||² (weights, not biases: sklearn's objective
     with C = 1/(l2·n)); the learning rate decays on validation plateaus; keeps the weights of the
     epoch with the lowest validation loss and stops after ``patience`` epochs without one."""
     torch.manual_seed(seed)
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
     loss_fn = nn.CrossEntropyLoss(weight=class_weight)
-    stopping, curve = EarlyStopping(model, cfg.patience), []
-    n = len(y)
-    # Small training sets still get enough optimizer steps per epoch (at least ~8) to converge.
-    batch_size = max(1, min(cfg.batch_size, -(-n // 8)))
-    for epoch in range(1, cfg.max_epochs + 1):
+
+    def run_epoch(_: int) -> float:
         model.train()
-        order = torch.randperm(n, generator=gen).to(x.device)
         total = 0.0
-        for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
+        for idx in minibatches(len(y), params.batch_size, gen, x.device):
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(x[idx]), y[idx])
             (loss + 0.5 * l2 * sum(w.square().sum() for w in weights)).backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
-        val_loss = evaluate_loss(model, xv, yv, loss_fn)
-        curve.append((epoch, total / n, val_loss))
-        _log_epoch(epoch, f"l2={l2:g}: train loss {total / n:.4f}, validation loss {val_loss:.4f}")
-        if stopping.update(model, epoch, val_loss):
-            break
-        _decay_on_plateau(opt, stopping.bad)
-    model.load_state_dict(stopping.best)
+        return total / len(y)
+
+    keep, restore = keep_state(model)
+    stopping = EarlyStopping(params.patience, keep)
+    rows = train_epochs(params.max_epochs, run_epoch, lambda: [evaluate_loss(model, xv, yv, loss_fn)], stopping,
+                        lambda e, t, v: f"l2={l2:g}: train loss {t:.4f}, validation loss {v[0]:.4f}",
+                        decay_on_plateau(opt))
+    restore()
     model.eval()
     with torch.no_grad():
         acc = float((model(xv).argmax(1) == yv).float().mean()) if len(yv) else float("nan")
-    return Fit(model, l2, stopping.loss, acc, stopping.epoch, curve)
+    return Fit(model, l2, stopping.losses[0], acc, stopping.epochs[0], [(e, t, v[0]) for e, t, v in rows])
 
 
 def fit_linear_sweep(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, k: int,
-                     class_weight: torch.Tensor | None, l2s: tuple[float, ...], cfg, seed: int) -> list[Fit]:
+                     class_weight: torch.Tensor | None, l2s: Sequence[float], params, seed: int) -> list[Fit]:
     """The whole L2 sweep of linear heads trained at once, as one stacked (P, dim, k) weight.
 
     Same objective, optimizer and early stopping per penalty as :func:`fit_one`, but one matmul
@@ -116,9 +58,9 @@ def fit_linear_sweep(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: tor
     init = nn.Linear(dim, k)  # the same initialization fit_one's model gets under this seed
     w = nn.Parameter(init.weight.detach().t().expand(p, dim, k).clone().to(x.device))
     b = nn.Parameter(init.bias.detach().expand(p, k).clone().to(x.device))
-    l2 = torch.tensor(l2s, dtype=torch.float32, device=x.device)
+    l2 = torch.tensor(tuple(l2s), dtype=torch.float32, device=x.device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    opt = torch.optim.AdamW([w, b], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW([w, b], lr=params.lr, weight_decay=params.weight_decay)
     cw = class_weight if class_weight is not None else torch.ones(k, device=x.device)
 
     def losses(xb, yb):  # (P,) weighted-mean cross-entropy per penalty, as nn.CrossEntropyLoss(weight)
@@ -126,45 +68,39 @@ def fit_linear_sweep(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: tor
         nll = nn.functional.cross_entropy(logits.reshape(-1, k), yb.repeat(p), reduction="none").view(p, -1)
         return (nll * cw[yb]).sum(1) / cw[yb].sum()
 
-    n = len(y)
-    batch_size = max(1, min(cfg.batch_size, -(-n // 8)))
-    best_w, best_b = w.detach().clone(), b.detach().clone()
-    best_loss = torch.full((p,), float("inf"))
-    best_epoch, bad, curves = [0] * p, [0] * p, [[] for _ in range(p)]
-    for epoch in range(1, cfg.max_epochs + 1):
-        order = torch.randperm(n, generator=gen).to(x.device)
+    def run_epoch(_: int) -> list[float]:
         total = torch.zeros(p, device=x.device)
-        for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
+        for idx in minibatches(len(y), params.batch_size, gen, x.device):
             opt.zero_grad(set_to_none=True)
             loss = losses(x[idx], y[idx])
             (loss.sum() + 0.5 * (l2 * w.square().sum((1, 2))).sum()).backward()
             opt.step()
             total += loss.detach() * len(idx)
+        return (total / len(y)).cpu().tolist()
+
+    def validate() -> list[float]:
         with torch.no_grad():
-            val = losses(xv, yv).cpu() if len(yv) else torch.full((p,), float("inf"))
-            train = (total / n).cpu()
-            improved = val < best_loss - 1e-5
-            _log_epoch(epoch, f"{p} penalties: validation loss {float(val.min()):.4f} (best of the sweep)")
-            for i in range(p):
-                curves[i].append((epoch, float(train[i]), float(val[i])))
-                if improved[i]:
-                    best_loss[i], best_epoch[i], bad[i] = val[i], epoch, 0
-                    best_w[i], best_b[i] = w[i], b[i]
-                else:
-                    bad[i] += 1
-        if min(bad) >= cfg.patience:
-            break
-        _decay_on_plateau(opt, min(bad))
+            return losses(xv, yv).cpu().tolist() if len(yv) else [float("inf")] * p
+
+    best_w, best_b = w.detach().clone(), b.detach().clone()
+
+    def keep(i: int) -> None:
+        best_w[i], best_b[i] = w.detach()[i], b.detach()[i]
+
+    stopping = EarlyStopping(params.patience, keep, [float("inf")] * p)
+    rows = train_epochs(params.max_epochs, run_epoch, validate, stopping,
+                        lambda e, t, v: f"{p} penalties: validation loss {min(v):.4f} (best of the sweep)",
+                        decay_on_plateau(opt))
     fits = []
     for i, penalty in enumerate(l2s):
-        model, acc = _linear(best_w[i], best_b[i], xv, yv)
-        fits.append(Fit(model, penalty, float(best_loss[i]), acc, best_epoch[i], curves[i][:best_epoch[i] + cfg.patience]))
+        model, acc = linear_from(best_w[i], best_b[i], xv, yv)
+        curve = [(e, t[i], v[i]) for e, t, v in rows][:stopping.epochs[i] + params.patience]
+        fits.append(Fit(model, penalty, stopping.losses[i], acc, stopping.epochs[i], curve))
     return fits
 
 
 def fit_linear_lbfgs(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, k: int,
-                     class_weight: torch.Tensor | None, l2s: tuple[float, ...], max_iter: int = 500) -> list[Fit]:
+                     class_weight: torch.Tensor | None, l2s: Sequence[float], max_iter: int = 500) -> list[Fit]:
     """Exact multinomial logistic regression for each L2 penalty: full-batch L-BFGS on the same
     objective as scikit-learn's lbfgs (C = 1/(l2·n)), strongest penalty first, each fit warm-started
     from the previous one (a regularization path). The curve is per objective evaluation."""
@@ -186,11 +122,21 @@ def fit_linear_lbfgs(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: tor
             return total.detach()
 
         opt.step(objective)
-        model, acc = _linear(w.detach(), b.detach(), xv, yv)
+        model, acc = linear_from(w.detach(), b.detach(), xv, yv)
         fits[l2] = Fit(model, l2, evaluate_loss(model, xv, yv, loss_fn), acc, len(curve), curve)
-        log.info("linear head, l2=%g: validation accuracy %.4f, loss %.4f (%d L-BFGS evaluations)", l2, acc,
-                 fits[l2].val_loss, len(curve))
     return [fits[l2] for l2 in l2s]
+
+
+def probe_into(fc: nn.Linear, f: torch.Tensor, y: torch.Tensor, fv: torch.Tensor, yv: torch.Tensor,
+               weight: torch.Tensor | None, l2s: Sequence[float]):
+    """Set ``fc`` to the linear probe on frozen features (exact L-BFGS, the penalty chosen on validation);
+    returns the probe's :class:`Fit`."""
+    fits = fit_linear_lbfgs(f, y, fv, yv, fc.out_features, weight, tuple(l2s))
+    best = min(fits, key=lambda fit: (-fit.val_accuracy, fit.val_loss))
+    with torch.no_grad():
+        fc.weight.copy_(best.model.weight)
+        fc.bias.copy_(best.model.bias)
+    return best
 
 
 def lbfgs(params: list[torch.Tensor], max_iter: int) -> torch.optim.LBFGS:
@@ -205,12 +151,12 @@ def fit_prototypes(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch
     few-shot sets, where a fitted classifier has too little to learn from."""
     mu = torch.zeros(k, x.shape[1], device=x.device).index_add_(0, y, x)
     mu = mu / torch.bincount(y, minlength=k).clamp(min=1)[:, None].to(x.dtype)
-    model, acc = _linear(mu.t(), -0.5 * mu.square().sum(1), xv, yv)
+    model, acc = linear_from(mu.t(), -0.5 * mu.square().sum(1), xv, yv)
     loss = evaluate_loss(model, xv, yv, nn.CrossEntropyLoss()) if len(yv) else float("nan")
     return Fit(model, 0.0, loss, acc, 0, [])
 
 
-def _linear(w: torch.Tensor, b: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor) -> tuple[nn.Linear, float]:
+def linear_from(w: torch.Tensor, b: torch.Tensor, xv, yv: torch.Tensor) -> tuple[nn.Linear, float]:
     """An ``nn.Linear`` holding weights ``w`` (dim, k) and bias ``b``, and its validation accuracy."""
     model = nn.Linear(*w.shape).to(w.device)
     with torch.no_grad():
@@ -220,19 +166,7 @@ def _linear(w: torch.Tensor, b: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor
     return model.eval(), acc
 
 
-PLATEAU_EPOCHS, PLATEAU_FACTOR = 3, 0.3
-
-
-def _decay_on_plateau(opt: torch.optim.Optimizer, stalled_epochs: int) -> None:
-    """Cut the learning rate after every few epochs without a better validation loss, so that the
-    weights settle near the optimum of the penalized objective instead of wandering around it
-    at a constant step size (the L2 sweep, not optimizer noise, should be the regularizer)."""
-    if stalled_epochs and stalled_epochs % PLATEAU_EPOCHS == 0:
-        for group in opt.param_groups:
-            group["lr"] *= PLATEAU_FACTOR
-
-
-def evaluate_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn) -> float:
+def evaluate_loss(model: nn.Module, x, y: torch.Tensor, loss_fn) -> float:
     model.eval()
     with torch.no_grad():
         return float(loss_fn(forward(model, x), y)) if len(y) else float("inf")
@@ -243,9 +177,8 @@ def predict_proba(model: nn.Module, x, mean: np.ndarray, std: np.ndarray, device
     """Class probabilities of ``x`` (dense array or CSR matrix) in batches of rows."""
     model.eval().to(device)
     out = []
-    n = x.shape[0]
     with torch.no_grad():
-        for start in range(0, n, batch):
+        for start in range(0, x.shape[0], batch):
             xb = to_device(x[start:start + batch], mean.astype(np.float32), std.astype(np.float32), device, train=False)
             out.append(torch.softmax(forward(model, xb) / temperature, dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

@@ -9,9 +9,9 @@ import re
 import numpy as np
 import pyarrow as pa
 
-from .errors import MmfeatError
-from .inputs import _SPLIT_ALIASES, SPLITS, source_root
-from .store.schema import META_TYPE
+from ..errors import MmfeatError
+from ..store.schema import META_TYPE
+from .layout import SPLIT_ALIASES, SPLITS, source_root
 
 
 def scan_folder(root: str) -> pa.Table:
@@ -20,7 +20,7 @@ def scan_folder(root: str) -> pa.Table:
     ``speaker/chapter/file`` are labelled by speaker; files with no label folder above them are
     kept unlabelled, not skipped."""
     top = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
-    has_splits = bool(top) and all(_SPLIT_ALIASES.get(d, d) in SPLITS for d in top)
+    has_splits = bool(top) and all(SPLIT_ALIASES.get(d, d) in SPLITS for d in top)
     rel_paths, labels, splits = [], [], []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -29,22 +29,11 @@ def scan_folder(root: str) -> pa.Table:
         for fname in sorted(f for f in filenames if not f.startswith(".")):
             rel_paths.append("/".join(parts + [fname]))
             labels.append(parts[label_at] if len(parts) > label_at else None)
-            splits.append(_SPLIT_ALIASES.get(parts[0], parts[0]) if has_splits and parts else None)
+            splits.append(SPLIT_ALIASES.get(parts[0], parts[0]) if has_splits and parts else None)
     if not rel_paths:
         raise MmfeatError(f"no files found in {root}: expected root/<label>/<file> or root/<split>/<label>/<file>")
     return pa.table({"id": rel_paths, "path": rel_paths, "label": pa.array(labels, pa.string()),
                      "split": pa.array(splits, pa.string())})
-
-
-def glob_root(pattern: str) -> str:
-    """The folder above the first component with a wildcard (the dataset's root)."""
-    parts = pattern.split("/")
-    fixed = []
-    for part in parts:
-        if any(c in part for c in "*?["):
-            break
-        fixed.append(part)
-    return "/".join(fixed) or "."
 
 
 def scan_glob(pattern: str) -> tuple[str, pa.Table]:

@@ -14,17 +14,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import BadInput, MmfeatError
+from ..errors import BadInput, MmfeatError
+from ..store.catalog import check_name
+from ..store.schema import META_TYPE
+from .layout import SPLIT_ALIASES, SPLITS, default_dataset_name, is_glob, source_root
+from .columns import mapped
 from .manifests import read_manifest
-from .store.catalog import check_name
-from .store.schema import META_TYPE
+from .sources import labels_from_names, sample, scan_folder, scan_glob
 
-SPLITS = ("train", "val", "test")
-# Manifest file stems that say nothing about the data: such a manifest is named after its folder.
-_GENERIC_STEMS = {"manifest", "metadata", "meta", "index", "data", "dataset", "labels", "items", "list", "files",
-                  "all", "annotations"}
-_SPLIT_STEMS = {"train", "test", "val", "valid", "validation", "dev"}  # .../news/train.csv is news-train
-_SPLIT_ALIASES = {"validation": "val", "valid": "val", "dev": "val"}
 _TRAVERSAL = r"(^|[/\\])\.\.([/\\]|$)"
 
 
@@ -43,20 +40,15 @@ class Dataset:
 
 
 def load_dataset(source: str, name: str | None = None, allow_absolute: bool = False,
-                 label_from_name: str | None = None, limit: int | None = None) -> Dataset:
+                 label_from_name: str | None = None, limit: int | None = None,
+                 columns: dict[str, str] | None = None, no_header: bool = False) -> Dataset:
     """Load a manifest file, a folder layout ``root/[<split>/]<label>/<file>`` or a glob pattern
     (``data/**/*.wav``). ``label_from_name``: a regex searched in each file's name whose named groups
     become the label (``label``) and meta columns. ``limit``: a deterministic sample of that many items
-    (the same items whatever order the manifest lists them in)."""
-    from .sources import labels_from_names, sample, scan_folder, scan_glob
-
+    (the same items whatever order the manifest lists them in). ``columns``: role -> manifest column
+    (columns.py); ``no_header``: the CSV has no header line (columns c0, c1, ...)."""
+    table = read_source(source, columns, no_header)
     root = source_root(source)
-    if is_glob(source) and not os.path.exists(source):
-        _, table = scan_glob(source)
-    elif os.path.isdir(source):
-        table = scan_folder(source)
-    else:
-        table = read_manifest(source)
     default = default_dataset_name(source)
     kind = "text" if "text" in table.column_names and "path" not in table.column_names else "path"
     table = _normalize(table, kind, source)
@@ -69,42 +61,15 @@ def load_dataset(source: str, name: str | None = None, allow_absolute: bool = Fa
     return Dataset(check_name("dataset", name or default), root, table, kind, allow_absolute)
 
 
-def source_root(source: str) -> str:
-    """The folder a source's paths are relative to (a folder itself, a manifest's folder, the part of a
-    glob above its first wildcard), without reading or scanning the source."""
-    from .sources import glob_root
-
+def read_source(source: str, columns: dict[str, str] | None = None, no_header: bool = False) -> pa.Table:
+    """The source's rows with their columns named by role (id, path or text, label, split, then the rest)."""
     if is_glob(source) and not os.path.exists(source):
-        return os.path.abspath(glob_root(source))
-    if not os.path.exists(source):
-        raise MmfeatError(f"dataset source not found: {source}")
-    return os.path.abspath(source) if os.path.isdir(source) else os.path.dirname(os.path.abspath(source))
-
-
-def is_glob(source: str) -> bool:
-    return any(c in source for c in "*?[")
-
-
-def default_dataset_name(source: str) -> str:
-    """A folder's name; a manifest's file stem, or its folder's name when the stem is generic
-    (``.../photos/manifest.csv`` is ``photos``); a split's manifest is ``<folder>-<split>``
-    (``.../news/train.csv`` is ``news-train``). Names that are not valid become valid ones."""
-    if is_glob(source) and not os.path.exists(source):
-        from .sources import glob_root
-
-        source = glob_root(source)
-    source = os.path.abspath(source)
+        return scan_glob(source)[1]
     if os.path.isdir(source):
-        name = os.path.basename(os.path.normpath(source))
-    else:
-        stem = os.path.splitext(os.path.basename(source))[0]
-        folder = os.path.basename(os.path.dirname(source))
-        if stem.lower() in _GENERIC_STEMS and folder:
-            name = folder
-        else:
-            name = f"{folder}-{stem}" if stem.lower() in _SPLIT_STEMS and folder else stem
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip("._-")[:128] or "dataset"
-    return name.replace("..", "_")
+        if columns:
+            raise MmfeatError("--columns maps a manifest's columns; a folder has none (labels come from its folders)")
+        return scan_folder(source)
+    return mapped(read_manifest(source, no_header), dict(columns or {}), source)
 
 
 def require_modality_columns(dataset: "Dataset", modality: str, where: str) -> None:
@@ -117,11 +82,13 @@ def require_modality_columns(dataset: "Dataset", modality: str, where: str) -> N
 
 def _normalize(table: pa.Table, kind: str, where: str) -> pa.Table:
     cols = table.column_names
-    if "id" not in cols or ("path" not in cols and "text" not in cols):
-        raise MmfeatError(f"{where}: a manifest needs an 'id' column and a 'path' or 'text' column; has {cols}")
     ids = pc.cast(table["id"], pa.string())
     if ids.null_count:
         raise MmfeatError(f"{where}: {ids.null_count} row(s) have no id")
+    odd = ids.filter(pc.match_substring_regex(ids, r"[\x00-\x1f\x7f]"))
+    if len(odd):
+        raise MmfeatError(f"{where}: {len(odd)} id(s) hold control characters (tabs, newlines...), e.g. "
+                          f"{odd[0].as_py()!r}: ids are names, give plain ones")
     counts = pc.value_counts(ids)
     dupes = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
     if len(dupes):
@@ -160,7 +127,7 @@ def _meta_map(table: pa.Table, names: list[str], where: str) -> pa.Array:
 
 
 def _canonical_splits(splits: pa.ChunkedArray, where: str) -> pa.ChunkedArray:
-    for alias, canonical in _SPLIT_ALIASES.items():
+    for alias, canonical in SPLIT_ALIASES.items():
         splits = pc.if_else(pc.equal(splits, alias), canonical, splits)
     bad = pc.unique(splits.filter(pc.invert(pc.is_in(splits, pa.array(SPLITS)))).drop_null()).to_pylist()
     if bad:
@@ -205,8 +172,3 @@ def text_hash(texts: list[str | None]) -> list[str | None]:
 
     return [None if t is None else "sha256:" + hashlib.sha256(t.encode("utf-8", "surrogatepass")).hexdigest()[:16]
             for t in texts]
-
-
-def sorted_ids(table: pa.Table) -> np.ndarray:
-    """Row indices of ``table`` in id order (shards are planned on sorted ids)."""
-    return pc.sort_indices(table, sort_keys=[("id", "ascending")]).to_numpy()
