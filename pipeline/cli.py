@@ -45,6 +45,8 @@ def _extract_args(e: argparse.ArgumentParser) -> None:
     e.add_argument("--label-from-name", metavar="REGEX",
                    help="labels (and meta columns) from file names: named groups, e.g. '(?P<label>\\d+)_(?P<speaker>\\w+)_'")
     e.add_argument("--limit", type=int, help="a deterministic sample of N items (dataset name gets -limitN)")
+    e.add_argument("--rehash", action="store_true",
+                   help="hash every file again (by default a file of unchanged size and time keeps its hash)")
     e.add_argument("--dry-run", action="store_true",
                    help="plan only: items, manifest changes, path rejects, items and shards left; writes nothing")
 

@@ -23,7 +23,7 @@ def extract_command(args) -> dict:
     columns = parse_set_args(args.columns, "--columns")
     spec = JobSpec(args.source, args.modality, args.extractor, tuple(parse_set_args(args.set).items()), args.dataset,
                    args.store, args.allow_absolute_paths, args.fit_on, args.rebind, args.label_from_name, args.limit,
-                   tuple(columns.items()), args.no_header)
+                   tuple(columns.items()), args.no_header, args.rehash)
     if args.dry_run:
         from .dryrun import dry_run
 

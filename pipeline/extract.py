@@ -41,10 +41,12 @@ def run_shard(job: Job, shard: Shard) -> dict[str, Any]:
         remove_plan(fs.fs, fs.path, shard.shard_id)
         return {**fs.done_markers()[shard.shard_id], "skipped": True}
     start = time.perf_counter()
-    rows, kind = read_plan(fs.fs, fs.path, shard.shard_id)
-    ids, pre = rows["id"].to_pylist(), rows["reason"].to_pylist()
-    rejects: list[tuple[int, str, str, str]] = [(i, "resolve", r, m) for i, (r, m) in
-                                                 enumerate(zip(pre, rows["message"].to_pylist())) if r]
+    rows, kind, root = read_plan(fs.fs, fs.path, shard.shard_id)
+    ids, pre, messages = rows["id"].to_pylist(), rows["reason"].to_pylist(), rows["message"].to_pylist()
+    if kind == "path":
+        pre, messages = recheck(rows, root, pre, messages)
+    rejects: list[tuple[int, str, str, str]] = [(i, "open" if r == "changed_since_planning" else "resolve", r, m)
+                                                 for i, (r, m) in enumerate(zip(pre, messages)) if r]
     good = np.array([i for i, r in enumerate(pre) if not r], dtype=np.int64)
     inputs = rows["input"].to_pylist()
     counter = live.ShardCounter(live.current())
@@ -72,6 +74,34 @@ def run_shard(job: Job, shard: Shard) -> dict[str, Any]:
     remove_plan(fs.fs, fs.path, shard.shard_id)
     Lease(fs.fs, fs.path, shard.lease).refresh()
     return marker
+
+
+def recheck(rows: pa.Table, root: str, reasons: list, messages: list) -> tuple[list, list]:
+    """Files checked again as the shard opens them: still a regular file, still inside the dataset's root
+    (unless absolute paths were allowed), still the size and time it had when it was hashed. A file swapped
+    for a FIFO or a symlink out of the root, or edited since planning, is a reject, never read under the
+    old content's hash (the next run hashes it anew)."""
+    import os
+    import stat
+
+    reasons, messages = list(reasons), list(messages)
+    real_root = os.path.realpath(root) if root else ""
+    for i, (path, size, mtime) in enumerate(zip(rows["input"].to_pylist(), rows["size"].to_pylist(),
+                                                 rows["mtime_ns"].to_pylist())):
+        if reasons[i] or path is None:
+            continue
+        try:
+            info = os.stat(path)
+        except OSError as exc:
+            reasons[i], messages[i] = "missing_file", f"{path}: {exc.strerror} (gone since planning)"
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            reasons[i], messages[i] = "not_a_file", f"{path} is no longer a regular file (swapped since planning)"
+        elif real_root and os.path.commonpath([os.path.realpath(path), real_root]) != real_root:
+            reasons[i], messages[i] = "unsafe_path", f"{path} now leaves the dataset root through a symlink"
+        elif size is not None and (info.st_size, info.st_mtime_ns) != (size, mtime):
+            reasons[i], messages[i] = "changed_since_planning", f"{path} changed after it was hashed"
+    return reasons, messages
 
 
 def _rejects(rows: pa.Table, rejects: list[tuple[int, str, str, str]]) -> pa.Table:

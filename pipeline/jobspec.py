@@ -19,7 +19,8 @@ class JobSpec:
     types); ``overrides``: the extractor's config keys; ``fit_on``: for corpus-fitted extractors (word2vec,
     tfidf), the dataset whose fitted state to use, so that new data gets the feature set id of the data a
     head was trained on; ``columns``: (role, column) pairs naming the manifest's id, path, text, label and
-    split columns; ``no_header``: a CSV without a header line (columns c0, c1, ...)."""
+    split columns; ``no_header``: a CSV without a header line (columns c0, c1, ...); ``rehash``: read every
+    file again for its hash, whatever its size and time say."""
 
     source: str
     modality: str | None = None
@@ -34,6 +35,7 @@ class JobSpec:
     limit: int | None = None
     columns: tuple[tuple[str, str], ...] = ()
     no_header: bool = False
+    rehash: bool = False
 
     def __post_init__(self):
         bad = sorted(set(dict(self.columns)) - set(ROLES))

@@ -85,7 +85,7 @@ def read_items(spec: JobSpec, handle) -> tuple[Dataset, pa.Table, pa.Table]:
                     "a head, add a 'label' column, use root/<label>/<file> folders, or --label-from-name REGEX",
                     spec.dataset)
     previous = handle.current_or_restored()
-    return dataset, build_items(dataset, previous), previous
+    return dataset, build_items(dataset, previous, rehash=spec.rehash), previous
 
 
 def plan_run(spec: JobSpec, shard_size: int, retry_rejects: bool) -> tuple[Plan, Job | None]:
@@ -106,7 +106,8 @@ def plan_run(spec: JobSpec, shard_size: int, retry_rejects: bool) -> tuple[Plan,
         record = {"feature_set": fs.name, "manifest_sha256": manifest_digest(spec.source, items),
                   "changes": counts(rows), "read": read_options(spec), "source": spec.source}
         write_pending(fs.fs, fs.path, items, record, rows)
-        shards = _plan_shards(fs, items, shard_size, retry_rejects, dataset.kind, lease)
+        shards = _plan_shards(fs, items, shard_size, retry_rejects, dataset.kind, lease,
+                              "" if spec.allow_absolute else dataset.root)
         return Plan(fs.name, fs.path, shards, items.num_rows, record["changes"], lease, swept, dropped), job
     except BaseException:
         Lease(store.fs, fs.path, lease).release()
@@ -146,7 +147,7 @@ def _warn_if_read_differently(before: dict[str, Any] | None, spec: JobSpec) -> N
 
 
 def _plan_shards(fs: FeatureSet, items: pa.Table, shard_size: int, retry_rejects: bool, kind: str,
-                 lease: str) -> tuple[Shard, ...]:
+                 lease: str, root: str) -> tuple[Shard, ...]:
     todo = items.filter(pc.invert(pc.is_in(item_keys(items["id"], items["content"]),
                                            value_set=done_keys(fs, retry_rejects))))
     todo = todo.take(pc.sort_indices(todo["id"]))
@@ -156,7 +157,7 @@ def _plan_shards(fs: FeatureSet, items: pa.Table, shard_size: int, retry_rejects
         digest = hashlib.sha256(fs.config_id.encode())
         digest.update("\n".join(item_keys(rows["id"], rows["content"]).to_pylist()).encode("utf-8", "surrogatepass"))
         shard = Shard(digest.hexdigest()[:16], rows.num_rows, lease)
-        write_plan(fs.fs, fs.path, shard.shard_id, rows, kind)
+        write_plan(fs.fs, fs.path, shard.shard_id, rows, kind, root)
         shards.append(shard)
     return tuple(shards)
 

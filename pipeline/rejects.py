@@ -56,6 +56,7 @@ for _name, _retry, _doc in (
     ("unsupported_format", True, "no installed decoder reads the format (install ffmpeg and retry)"),
     ("unsupported_rate", False, "a feature is undefined at the clip's sampling rate"),
     ("non_finite_features", False, "the extractor produced NaN or inf features for the input"),
+    ("changed_since_planning", True, "the file changed (or was swapped) between hashing and reading: the next run hashes it anew"),
 ):
     register_reason(_name, _retry, _doc)
 

@@ -10,16 +10,25 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU (using all cores)."""
+    """``auto`` picks CUDA when present, else the CPU (with torch's threads as the user set them)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         from ..errors import MmfeatError
 
         raise MmfeatError("device=cuda asked for, but CUDA is not available here; use device=auto or cpu")
-    if device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
     return torch.device(device)
+
+
+def use_threads(threads: int | None) -> None:
+    """Torch threads only where the user asked (a ``threads`` config key); otherwise torch's own setting
+    stands (OMP_NUM_THREADS, torch.set_num_threads, or the physical cores)."""
+    if threads is not None:
+        if threads < 1:
+            from ..errors import MmfeatError
+
+            raise MmfeatError("threads must be >= 1")
+        torch.set_num_threads(threads)
 
 
 def resolve_dtype(precision: str, device: torch.device, cpu_bf16: bool = False) -> torch.dtype:

@@ -67,6 +67,9 @@ class SequenceKind(HeadKind):
     def input_column(self, sets) -> str:
         return "frames"
 
+    def accepts(self, sets) -> bool:
+        return len(sets) == 1 and bool(sets[0].manifest.get("frame_dim"))
+
     def check(self, sets, cfg) -> None:
         if len(sets) != 1 or not sets[0].manifest.get("frame_dim"):
             raise MmfeatError("a sequence head takes one feature set with frame sequences (extract with --set frames=true)")

@@ -77,7 +77,15 @@ def _head_dir(st: FeatureStore, sets, label: str, cfg: HeadConfig, kind: HeadKin
         f"-{cfg.head}-" + sha256_text(canonical_json({"sets": [s.config_id for s in sets], "label": label,
                                                       "cfg": settings}))[:8]
     head_dir = (os.path.join(out, label) if several else out) if out else os.path.join(heads_root(st), name)
-    return os.path.abspath(head_dir)  # the card and the predictions name it wherever they are read
+    head_dir = os.path.abspath(head_dir)  # the card and the predictions name it wherever they are read
+    try:  # before any training: a head that cannot be written must not cost the training first
+        os.makedirs(os.path.join(head_dir, "runs"), exist_ok=True)
+        probe = os.path.join(head_dir, "runs", f".probe-{os.getpid()}")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as exc:
+        raise MmfeatError(f"cannot write a head to {head_dir}: {exc.strerror or exc} (choose another --out)") from None
+    return head_dir
 
 
 def _train_one(job: TrainJob, kind: HeadKind, table: pa.Table, as_of: str | None) -> dict:

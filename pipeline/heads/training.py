@@ -147,5 +147,6 @@ def frozen_batch_norm(model: nn.Module) -> nn.Module:
 
 def set_threads(threads: int | None) -> None:
     """Torch threads only where the user asked (``threads``): otherwise torch's own setting stands."""
-    if threads is not None:
-        torch.set_num_threads(threads)
+    from ..extractors.runtime import use_threads
+
+    use_threads(threads)

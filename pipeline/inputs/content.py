@@ -29,9 +29,10 @@ def sha256_of_file(path: str) -> str:
     return h.hexdigest()
 
 
-def build_items(dataset: Dataset, previous: pa.Table, threads: int = 8) -> pa.Table:
+def build_items(dataset: Dataset, previous: pa.Table, threads: int = 8, rehash: bool = False) -> pa.Table:
     """The dataset's items with ``content``, ``size``, ``mtime_ns``, ``input`` (absolute path or
-    the text) and, for unusable items, ``reason``/``message`` (resolve-stage rejects)."""
+    the text) and, for unusable items, ``reason``/``message`` (resolve-stage rejects). A file whose size and
+    time are unchanged keeps its last hash, unless ``rehash`` (a file edited with its time restored)."""
     table = dataset.table
     sources = table["source"].to_pylist()
     n = len(sources)
@@ -49,7 +50,7 @@ def build_items(dataset: Dataset, previous: pa.Table, threads: int = 8) -> pa.Ta
             reason[i], message[i] = err.reason, err.message
         content = [None] * n
         ids = table["id"].to_pylist()
-        cached = _previous_stats(previous)
+        cached = {} if rehash else _previous_stats(previous)  # rehash: every file read again
         to_hash = []
         for i, path in enumerate(inputs):
             if path is None:

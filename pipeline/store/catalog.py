@@ -117,6 +117,9 @@ class FeatureStore:
         for fs in self.feature_sets():
             try:
                 fs.items.current()
+                if not files.exists(self.fs, fs.items.items_path):
+                    raise StoreError(f"{fs.items.items_path} is missing: mmfeat fsck --repair restores it from the "
+                                     "last run's snapshot, and the next extract does too")
                 if fs.files():  # healthy shards only, as the Python reader reads
                     sets.append(fs)
                 notes += [f"skipped shard {shard} of {fs.name}: {why} (mmfeat fsck --repair)" for shard, why in fs.problems]

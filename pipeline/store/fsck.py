@@ -66,6 +66,9 @@ def _check_dataset(store: FeatureStore, name: str, found: Findings) -> None:
         except StoreError as exc:
             found.add(items.items_path, str(exc), "restore the items of the last run's snapshot",
                       lambda: _restored(items))
+    elif files.list_names(store.fs, files.join(items.path, "_log")):
+        found.add(items.items_path, "the items table is missing", "restore the items of the last run's snapshot",
+                  lambda: _restored(items))
 
 
 def _restored(items) -> None:

@@ -66,8 +66,17 @@ class DatasetItems:
         return obj
 
     def check_binding(self, source: str, rebind: bool = False) -> dict[str, Any] | None:
-        """The current binding; another source under the same name is an error (unless ``rebind``)."""
-        current = self.binding()
+        """The current binding; another source under the same name is an error (unless ``rebind``). A damaged
+        binding is rewritten when the last run's record names this source (or with ``rebind``)."""
+        try:
+            current = self.binding()
+        except StoreError as exc:
+            if not (rebind or self.record().get("source") == source):
+                raise StoreError(f"{exc}; pass --rebind to bind {self.name!r} to {source} again") from None
+            from ..progress import log
+
+            log.warning("%s: rewriting its damaged binding to %s", self.name, source)
+            return None
         if current is not None and current["source"] != source and not rebind:
             raise StoreError(f"dataset {self.name!r} is bound to {current['source']}, not {source}: pass "
                              f"--dataset NAME to store this source under another name, or --rebind if "
@@ -114,16 +123,22 @@ class DatasetItems:
         return self._cache[1]
 
     def current_or_restored(self) -> pa.Table:
-        """The current items; when they are damaged, the newest snapshot's, restored in place (writers only:
-        under a set's lease, as extract and ``fsck --repair`` run)."""
+        """The current items; when they are damaged or missing, the newest snapshot's, restored in place; with
+        no snapshot either, none (the run hashes every file again and assigns splits anew, and says so)."""
         try:
-            return self.current()
+            missing = not files.exists(self.fs, self.items_path) and files.list_names(self.fs, files.join(self.path, "_log"))
+            return self.current() if not missing else self._restored_or_empty("missing")
         except StoreError as exc:
-            restored = self.restore()
-            if restored is None:
-                raise StoreError(f"{exc}; no readable snapshot in {self.path}/_log to restore it from: "
-                                 f"`mmfeat rm {self.name}` and extract again") from None
+            return self._restored_or_empty(str(exc))
+
+    def _restored_or_empty(self, why: str) -> pa.Table:
+        from ..progress import log
+
+        if self.restore() is not None:
             return self.current()
+        log.warning("%s: the items table is unreadable (%s) and no snapshot is left: this run hashes every file "
+                    "again, assigns splits anew and reports every item as added", self.name, why)
+        return ITEMS_SCHEMA.empty_table()
 
     def restore(self) -> str | None:
         """Rewrite the items table from the newest readable snapshot; returns the snapshot used."""

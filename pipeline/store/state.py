@@ -33,7 +33,7 @@ def with_state(store, dataset: str, extractor, use: Callable[[str], None], can_f
 
     remote = files.join(store.root, dataset, ".state", state_key(extractor))
     if isinstance(store.fs, pafs.LocalFileSystem):
-        _local(remote, use, can_fit, f"{dataset}/.state/{state_key(extractor)}")
+        _local(remote, use, can_fit, f"{extractor.name} state {dataset}/.state/{state_key(extractor)}")
         return
     base = os.path.join(os.path.expanduser("~/.cache/mmfeat/state"), hashlib.sha256(store.uri.encode()).hexdigest()[:12],
                         dataset, state_key(extractor))
@@ -45,7 +45,7 @@ def with_state(store, dataset: str, extractor, use: Callable[[str], None], can_f
         use(cache)
         return
     fitted = os.path.join(base, "fitted-here")  # fitted on this machine, maybe never uploaded (a killed run)
-    _local(fitted, use, can_fit, f"{dataset}/.state/{state_key(extractor)} in {store.uri}")
+    _local(fitted, use, can_fit, f"{extractor.name} state {dataset}/.state/{state_key(extractor)} in {store.uri}")
     for name in sorted(os.listdir(fitted)):
         if name != MARKER:
             with open(os.path.join(fitted, name), "rb") as src:
@@ -59,9 +59,7 @@ def _local(folder: str, use: Callable[[str], None], can_fit: bool, name: str) ->
         use(folder)
         return
     if not can_fit:
-        kind = name.rsplit("/", 1)[-1].split("-", 1)[0]
-        raise MmfeatError(f"no fitted {kind} state {name}: extract the dataset it is fitted on first (with the same "
-                          "config)")
+        raise MmfeatError(f"no fitted {name}: extract the dataset it is fitted on first (with the same config)")
     with files.staged_local_folder(folder, MARKER) as staging:
         use(staging)
         digests = {n: files.sha256(files.LOCAL, os.path.join(staging, n)) for n in sorted(os.listdir(staging))}

@@ -70,6 +70,8 @@ class SpectralConfig:
     batch_size: int = option(64, "clips per batch on the torch backend", runtime=True)
     num_workers: int | None = option(None, "decode (torch) or feature (librosa) worker processes", runtime=True)
     device: str = option("auto", "auto, cpu, cuda or cuda:N", runtime=True)
+    threads: int | None = option(None, "torch threads (default: as torch is set: OMP_NUM_THREADS, "
+        "torch.set_num_threads)", runtime=True)
 
     def __post_init__(self):
         check_choice("backend", self.backend, ("torch", "librosa"))

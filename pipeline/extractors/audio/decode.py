@@ -12,7 +12,13 @@ from ...errors import BadInput
 # Validate before you allocate: a header is checked against these before any sample is decoded.
 MIN_RATE, MAX_RATE = 1_000, 768_000  # Hz; below 1 kHz a WAV is damaged (1 Hz resampled to 22 kHz is 22,050x the bytes)
 MAX_CHANNELS = 64
-MAX_SAMPLES = 1 << 28  # decoded samples over all channels (1 GiB of float32) per clip, and after resampling
+# Memory per clip is bounded before anything is decoded (measured: ~110 bytes of peak memory per sample
+# that the features are computed over at once): decoded samples over all channels, before and after
+# resampling, at most MAX_SAMPLES (256 MiB of float32); and a clip whose features are computed whole
+# (no max_duration crop, no long_clips=split windows) at most MAX_WHOLE_SAMPLES after resampling
+# (6.3 minutes at 22,050 Hz, under 1 GB of peak memory).
+MAX_SAMPLES = 1 << 26
+MAX_WHOLE_SAMPLES = 1 << 23
 
 
 def _wav_truncated(path: str) -> str | None:
@@ -46,7 +52,7 @@ def _sndfile_container(path: str) -> bool:
     return any(head.startswith(m) for m in _SNDFILE_MAGIC)
 
 
-def _audioread(path: str, soundfile_error: str) -> tuple[np.ndarray, int]:
+def _audioread(path: str, soundfile_error: str, check=None) -> tuple[np.ndarray, int]:
     """Formats libsndfile cannot read (AAC/M4A, WMA, ...) through audioread, as librosa.load falls
     back to it: ffmpeg (or GStreamer/Core Audio) when one is installed. (frames, channels) float32."""
     import audioread
@@ -54,6 +60,8 @@ def _audioread(path: str, soundfile_error: str) -> tuple[np.ndarray, int]:
     try:
         with audioread.audio_open(path, backends=audioread.available_backends()) as f:
             rate, channels = f.samplerate, f.channels
+            if check is not None:  # the header's duration, before a byte of PCM is held
+                check(rate, channels, int((f.duration or 0) * rate))
             pcm = b"".join(f)
     except (audioread.DecodeError, OSError, EOFError) as exc:
         detail = f"soundfile: {soundfile_error}; audioread: {type(exc).__name__} {exc}"
@@ -66,7 +74,8 @@ def _audioread(path: str, soundfile_error: str) -> tuple[np.ndarray, int]:
     return samples[: len(samples) // channels * channels].reshape(-1, channels), rate
 
 
-def _check_header(rate: int, channels: int, frames: int, sr: int | None, max_duration: float | None) -> None:
+def _check_header(rate: int, channels: int, frames: int, sr: int | None, max_duration: float | None,
+                  windowed: bool = False) -> None:
     """Refuse headers outside the stated limits before decoding or resampling allocates anything."""
     if not MIN_RATE <= rate <= MAX_RATE:
         raise BadInput("bad_header", f"sampling rate {rate} Hz outside [{MIN_RATE}, {MAX_RATE}]")
@@ -76,7 +85,11 @@ def _check_header(rate: int, channels: int, frames: int, sr: int | None, max_dur
     resampled = kept * (sr or rate) / rate
     if kept * channels > MAX_SAMPLES or resampled > MAX_SAMPLES:
         raise BadInput("bad_header", f"{frames} frames x {channels} channels at {rate} Hz exceeds the per-clip "
-                                     f"budget of {MAX_SAMPLES} samples (set max_duration to crop long clips)")
+                                     f"budget of {MAX_SAMPLES} decoded samples (set max_duration to crop long clips)")
+    if resampled > MAX_WHOLE_SAMPLES and not windowed:
+        raise BadInput("bad_header", f"{resampled / (sr or rate):.0f} s of audio exceeds the {MAX_WHOLE_SAMPLES} "
+                                     f"samples computed whole per clip: set max_duration to crop long clips, or "
+                                     "long_clips=split to cut them into windows")
 
 
 class Clip(NamedTuple):
@@ -86,7 +99,7 @@ class Clip(NamedTuple):
 
 
 def load_clip(path: str, sr: int | None, min_duration: float, pad_short: bool, max_duration: float | None,
-              reject_silence: bool) -> Clip:
+              reject_silence: bool, windowed: bool = False) -> Clip:
     """Mono float32 samples at ``sr`` (native rate when None), as ``librosa.load`` would give them."""
     import soundfile as sf
     import soxr
@@ -101,12 +114,12 @@ def load_clip(path: str, sr: int | None, min_duration: float, pad_short: bool, m
     try:
         info = sf.info(path)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        y, native = _audioread(path, str(exc))
-        _check_header(native, y.shape[1], len(y), sr, max_duration)
+        y, native = _audioread(path, str(exc), lambda r, c, n: _check_header(r, c, n, sr, max_duration, windowed))
+        _check_header(native, y.shape[1], len(y), sr, max_duration, windowed)
         declared = 0
     else:
         declared = info.frames
-        _check_header(info.samplerate, info.channels, declared, sr, max_duration)
+        _check_header(info.samplerate, info.channels, declared, sr, max_duration, windowed)
         wanted = declared if max_duration is None else min(declared, int(max_duration * info.samplerate) + 1)
         try:
             y, native = sf.read(path, frames=wanted, dtype="float32", always_2d=True)

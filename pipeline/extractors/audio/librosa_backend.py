@@ -20,7 +20,8 @@ def decode_item(args):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             crop = cfg.max_duration if cfg.long_clips == "crop" else None
-            return load_clip(path, cfg.sr, cfg.min_duration, cfg.pad_short, crop, cfg.reject_silence), None
+            return load_clip(path, cfg.sr, cfg.min_duration, cfg.pad_short, crop, cfg.reject_silence,
+                             windowed=cfg.long_clips == "split"), None
     except BadInput as err:
         return None, err
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ...registry import BatchResult, Extractor, ItemBatch, register_extractor
-from ..runtime import loader_context, resolve_device, worker_count
+from ..runtime import loader_context, resolve_device, use_threads, worker_count
 from .clips import ClipResult, assemble, clip_windows
 from .librosa_backend import decode_item, init_pool_worker, librosa_item
 from ...progress import advance
@@ -47,6 +47,7 @@ class SpectralExtractor(Extractor):
     def __init__(self, config: SpectralConfig):
         super().__init__(config)
         self.device = resolve_device(config.device) if config.backend == "torch" else torch.device("cpu")
+        use_threads(config.threads)
         self.dtype = torch.float64 if config.precision == "float64" else torch.float32
         self._frames: dict[int, object] = {}
         self._pool = None

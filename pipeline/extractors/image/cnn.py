@@ -10,7 +10,7 @@ import torch
 from ...config import cached_file_digest, check_choice, option
 from ...registry import bf16_bits, register_extractor
 from ..batching import MapExtractor
-from ..runtime import autocast, resolve_device, resolve_dtype, worker_count
+from ..runtime import autocast, resolve_device, resolve_dtype, use_threads, worker_count
 from .decode import decode_item, resize_crop_tensor, stack_images
 from .models import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, Activations, PooledFeatures, load_backbone
 
@@ -48,6 +48,8 @@ class CNNConfig:
     num_workers: int | None = option(
         None, "decode worker processes (default: all cores next to a GPU, a quarter on the CPU)", runtime=True)
     device: str = option("auto", "auto, cpu, cuda or cuda:N", runtime=True)
+    threads: int | None = option(None, "torch threads (default: as torch is set: OMP_NUM_THREADS, "
+        "torch.set_num_threads)", runtime=True)
     gpu_resize: bool | None = option(
         None, "decode in workers, resize and crop on the device (default: on CUDA)", runtime=True)
     compile: bool = option(False, "torch.compile the model (faster on GPUs after a warm-up)", runtime=True)
@@ -87,6 +89,7 @@ class CNNExtractor(MapExtractor):
         mean, std = {"weights": (data.mean, data.std), "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
                      "lite": (LITE_MEAN, LITE_STD)}[config.normalization]
         self.device = resolve_device(config.device)
+        use_threads(config.threads)
         self.dtype = resolve_dtype(config.precision, self.device, cpu_bf16=True)
         # channels_last pays on both: cuDNN/bf16 on CUDA, and oneDNN on the CPU (1.8x measured on 2 cores).
         net = Activations(backbone.model, config.activations) if config.activations else \

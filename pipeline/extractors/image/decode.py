@@ -14,16 +14,29 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False  # truncation is an error, never grey pi
 # Validate before you allocate: decoded pixels (header size) and the resized image (shorter side at
 # `resize`) each have a budget; a 60000x1 PNG of 261 bytes would otherwise resize to 15 Gpixel.
 MAX_DECODED_PIXELS = 1 << 27  # 134 Mpixel, 400 MB of RGB
+MAX_DECODED_BYTES = 1 << 29  # 512 MiB decoded, bit depth and bands included (a 16-bit RGBA image counts 8 bytes/pixel)
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3,
+                    "RGBA": 4, "RGBa": 4, "RGBX": 4, "CMYK": 4, "I;16": 2, "I;16B": 2, "I;16L": 2, "I": 4, "F": 4}
 MAX_ASPECT = 16  # the resized image holds at most MAX_ASPECT * resize^2 pixels
 _PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Palette, alpha, CMYK, grayscale and 16-bit images to 8-bit RGB (alpha composited on white)."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    """Palette, alpha, CMYK, grayscale and 16-bit images to 8-bit RGB (alpha composited on white). Deep
+    grayscale is scaled in place, in its own width (no float64 copy of a large image)."""
+    if img.mode in ("I;16", "I;16B", "I;16L"):
+        arr = np.asarray(img).astype(np.uint32)
+        arr *= 255
+        arr += 32767
+        arr //= 65535
+        img = Image.fromarray(arr.astype(np.uint8), "L")
+    elif img.mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+        hi = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        arr *= 255.0 / hi
+        arr += 0.5
+        np.clip(arr, 0, 255, out=arr)
+        img = Image.fromarray(arr.astype(np.uint8), "L")
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("LA", "PA", "La"):
@@ -45,6 +58,10 @@ def decode(path: str, draft_size: int) -> Image.Image:
                 if img.width * img.height > MAX_DECODED_PIXELS:
                     raise BadInput("image_too_large", f"{img.width}x{img.height} pixels > {MAX_DECODED_PIXELS} "
                                                       "(MAX_DECODED_PIXELS)")
+                decoded = img.width * img.height * _BYTES_PER_PIXEL.get(img.mode, 8)
+                if decoded > MAX_DECODED_BYTES and img.format != "JPEG":  # JPEGs decode drafted, far smaller
+                    raise BadInput("image_too_large", f"{img.width}x{img.height} {img.mode} decodes to {decoded >> 20} "
+                                                      f"MiB > {MAX_DECODED_BYTES >> 20} MiB (MAX_DECODED_BYTES)")
                 if img.format == "JPEG":
                     img.draft("RGB", (draft_size, draft_size))
                 img.load()

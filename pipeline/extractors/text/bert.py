@@ -12,7 +12,7 @@ from ...config import cached_file_digest, check_choice, option
 from ...errors import MmfeatError
 from ...registry import register_extractor
 from ..batching import MapExtractor
-from ..runtime import autocast, resolve_device, resolve_dtype
+from ..runtime import autocast, resolve_device, resolve_dtype, use_threads
 from .common import read_text
 from .models import quiet_transformers, resolve_model_dir, weights_file
 
@@ -50,6 +50,8 @@ class BertConfig:
     batch_size: int | None = option(
         None, "windows per forward pass (default 512 on CUDA, 16 on the CPU)", runtime=True)
     device: str = option("auto", "auto, cpu, cuda or cuda:N", runtime=True)
+    threads: int | None = option(None, "torch threads (default: as torch is set: OMP_NUM_THREADS, "
+        "torch.set_num_threads)", runtime=True)
 
     def __post_init__(self):
         check_choice("pooling", self.pooling, ("mean", "cls", "max"))
@@ -81,6 +83,7 @@ class BertExtractor(MapExtractor):
         if not self.tokenizer.is_fast:
             raise MmfeatError(f"{self.model_dir}: no fast tokenizer (tokenizer.json) found")
         self.device = resolve_device(config.device)
+        use_threads(config.threads)
         self.dtype = resolve_dtype(config.precision, self.device, cpu_bf16=True)
         with quiet_transformers():
             self.model = _load_encoder(AutoModel, self.model_dir).eval().requires_grad_(False).to(self.device)

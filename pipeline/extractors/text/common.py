@@ -26,7 +26,7 @@ def load_texts(batch: ItemBatch, max_chars: int) -> tuple[list[int], list[str], 
 
 def read_text(source: str | None, kind: str, max_chars: int) -> str:
     """One item's text (inline, or a file read as strict UTF-8); a bad one raises ``BadInput``."""
-    text = _read(source) if kind == "path" else source
+    text = _read(source, max_chars) if kind == "path" else source
     if text is None:
         raise BadInput("null_text", "text is null", stage="validate")
     if not text.strip():
@@ -36,10 +36,23 @@ def read_text(source: str | None, kind: str, max_chars: int) -> str:
     return text
 
 
-def _read(path: str) -> str:
+def _read(path: str, max_chars: int) -> str:
+    """A text file as strict UTF-8; one larger than ``max_chars`` could hold (4 bytes a character) is refused
+    by its size, before a byte is read, and nothing but a regular file is opened."""
+    import os
+    import stat
+
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise BadInput("missing_file", f"{path} does not exist") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise BadInput("not_a_file", f"{path} is not a regular file")
+    if info.st_size > 4 * max_chars:
+        raise BadInput("too_long", f"{info.st_size} bytes > 4 x max_chars={max_chars}", stage="validate")
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(4 * max_chars + 1)
     except FileNotFoundError:
         raise BadInput("missing_file", f"{path} does not exist") from None
     except IsADirectoryError:
