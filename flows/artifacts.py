@@ -24,11 +24,13 @@ def library_logs_to_run():
             run_logger.log(record.levelno, record.getMessage())
 
     handler, logger = Forward(), logging.getLogger("mmfeat")
-    level = logger.level
+    level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # once, under the run's logger: a worker's root handler would print it again
     try:
         yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        logger.propagate = propagate

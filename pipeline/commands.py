@@ -41,6 +41,15 @@ def extract_command(args) -> dict:
 
 
 def train_command(args) -> dict:
+    from .errors import UnknownName
+    from .heads.registry import head_names
+    from .store import FeatureStore
+
+    if args.head not in head_names():  # argument errors answer before torch is imported
+        raise UnknownName(f"unknown head {args.head!r}; registered: {', '.join(head_names())}")
+    st = FeatureStore(args.store)
+    for spec in args.feature_sets:
+        st.resolve(spec)
     from .heads import train_heads
 
     overrides = {"head": args.head, **({"group": args.group} if args.group else {}), **parse_set_args(args.set)}

@@ -24,11 +24,11 @@ def describe(name: str | None) -> tuple[str, Any]:
 
 def _heads() -> tuple[str, Any]:
     from .heads.config import HeadConfig
-    from .heads.kinds import kinds
+    from .heads.registry import kind_infos
 
     common = {"name": "head", "summary": "train-head --set keys every kind takes", "options": options(HeadConfig)}
-    entries = [{"name": k.name, "family": k.family, "summary": k.summary or summary_line(k),
-                "options": options(k.params_type)} for k in kinds().values()]
+    entries = [{"name": name, "family": family, "summary": summary_line(params), "options": options(params)}
+               for name, family, params in kind_infos()]
     text = [render(common), ""]
     for e in entries:
         family = f" (--head {e['family']} picks it for its sets)" if e["family"] else ""

@@ -10,7 +10,7 @@ from typing import Any
 from .config import apply_overrides
 from .errors import MmfeatError
 from .inputs import ROLES, default_dataset_name, infer_modality
-from .registry import DEFAULT_EXTRACTOR, MODALITIES, extractor_class
+from .registry import DEFAULT_EXTRACTOR, MODALITIES, canonical_extractor_name, extractor_info
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,16 +46,16 @@ class JobSpec:
         modality = self.modality or self._inferred_modality()
         if modality not in MODALITIES:
             raise MmfeatError(f"modality must be one of {', '.join(MODALITIES)}; got {modality!r}")
-        name = self.extractor or DEFAULT_EXTRACTOR[modality]
-        cls = extractor_class(name)
-        if cls.modality != modality:
-            raise MmfeatError(f"extractor {name!r} is for {cls.modality}, not {modality}")
-        if self.fit_on and not cls.corpus_fitted:
+        name = canonical_extractor_name(self.extractor or DEFAULT_EXTRACTOR[modality])
+        kind, config_type, _, corpus_fitted = extractor_info(name)  # no model code loaded
+        if kind != modality:
+            raise MmfeatError(f"extractor {name!r} is for {kind}, not {modality}")
+        if self.fit_on and not corpus_fitted:
             raise MmfeatError(f"fit_on: extractor {name!r} learns nothing from a corpus (only corpus-fitted "
                               "extractors such as word2vec and tfidf take fit_on)")
-        apply_overrides(cls.config_type, dict(self.overrides))  # a bad key or value fails here, before any work
+        apply_overrides(config_type, dict(self.overrides))  # a bad key or value fails here, before any work
         object.__setattr__(self, "modality", modality)
-        object.__setattr__(self, "extractor", cls.name)
+        object.__setattr__(self, "extractor", name)
         # A sample is a dataset of its own: it never replaces the full dataset's current view.
         default = default_dataset_name(self.source) + (f"-limit{self.limit}" if self.limit else "")
         object.__setattr__(self, "dataset", self.dataset or default)
@@ -64,5 +64,5 @@ class JobSpec:
 
     def _inferred_modality(self) -> str:
         if self.extractor:
-            return extractor_class(self.extractor).modality
+            return extractor_info(canonical_extractor_name(self.extractor))[0]
         return infer_modality(self.source, dict(self.columns), self.no_header)

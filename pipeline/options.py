@@ -27,14 +27,15 @@ def summary_line(cls: type) -> str:
 
 
 def describe_extractor(name: str) -> dict[str, Any]:
-    from .registry import extractor_class
+    from .registry import canonical_extractor_name, extractor_class, extractor_info
 
-    cls = extractor_class(name)
-    doc = summary_line(cls.config_type)
-    if doc.startswith(cls.config_type.__name__ + "("):
-        doc = summary_line(cls)
-    return {"name": cls.name, "modality": cls.modality, "version": cls.version, "summary": doc,
-            "corpus_fitted": cls.corpus_fitted, "options": options(cls.config_type)}
+    name = canonical_extractor_name(name)
+    modality, config_type, version, corpus_fitted = extractor_info(name)
+    doc = summary_line(config_type)
+    if doc.startswith(config_type.__name__ + "("):  # dataclass's generated signature: the class says more
+        doc = summary_line(extractor_class(name))
+    return {"name": name, "modality": modality, "version": version, "summary": doc,
+            "corpus_fitted": corpus_fitted, "options": options(config_type)}
 
 
 def render(entry: dict[str, Any]) -> str:

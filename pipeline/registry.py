@@ -32,9 +32,16 @@ from .plugins import load_plugins
 
 MODALITIES = ("image", "text", "audio")
 DEFAULT_EXTRACTOR = {"image": "cnn", "text": "bert", "audio": "spectral"}
-# Built-in extractors live in modules imported on first lookup, so `import pipeline` stays light.
-_BUILTIN_MODULES = ("pipeline.extractors.image", "pipeline.extractors.text",
-                    "pipeline.extractors.audio")
+# Built-in extractors: name -> (modality, the module that registers it, its config class). The modules load
+# on first lookup; the configs (torch-free modules) answer `mmfeat describe` and argument checks at once.
+_BUILTIN = {
+    "cnn": ("image", "pipeline.extractors.image.cnn", "pipeline.extractors.image.config:CNNConfig"),
+    "bert": ("text", "pipeline.extractors.text.bert", "pipeline.extractors.text.config:BertConfig"),
+    "word2vec": ("text", "pipeline.extractors.text.word2vec", "pipeline.extractors.text.config:Word2VecConfig"),
+    "tfidf": ("text", "pipeline.extractors.text.tfidf", "pipeline.extractors.text.config:TfidfConfig"),
+    "spectral": ("audio", "pipeline.extractors.audio.spectral", "pipeline.extractors.audio.config:SpectralConfig"),
+}
+_CORPUS_FITTED = {"word2vec", "tfidf"}
 _REGISTRY: dict[str, type["Extractor"]] = {}
 _ALIASES: dict[str, str] = {}  # old name -> current name (renamed extractors stay readable)
 
@@ -208,32 +215,52 @@ def canonical_extractor_name(name: str) -> str:
     return _ALIASES.get(name, name)
 
 
-def _load_builtins() -> None:
-    """Import the built-in extractors and the plugin modules named in $MMFEAT_PLUGINS."""
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-    load_plugins()
-
-
 def list_extractors(modality: str | None = None) -> list[str]:
-    _load_builtins()
-    return sorted(n for n, c in _REGISTRY.items() if modality in (None, c.modality))
+    """Every extractor's name (built-ins and MMFEAT_PLUGINS), without importing a built-in's model code."""
+    load_plugins()
+    names = {n: m for n, (m, _, _) in _BUILTIN.items()} | {n: c.modality for n, c in _REGISTRY.items()}
+    return sorted(n for n, m in names.items() if modality in (None, m))
+
+
+def _resolved(name: str) -> str:
+    if name in _ALIASES:
+        warnings.warn(f"extractor {name!r} was renamed {_ALIASES[name]!r}", DeprecationWarning, stacklevel=3)
+        name = _ALIASES[name]
+    if name not in _REGISTRY and name not in _BUILTIN:
+        load_plugins()
+    if name not in _REGISTRY and name not in _BUILTIN:
+        raise UnknownName(f"unknown extractor {name!r}; registered: {', '.join(list_extractors())}")
+    return name
 
 
 def extractor_class(name: str) -> type[Extractor]:
-    _load_builtins()
-    if name in _ALIASES:
-        warnings.warn(f"extractor {name!r} was renamed {_ALIASES[name]!r}", DeprecationWarning, stacklevel=2)
-        name = _ALIASES[name]
+    name = _resolved(name)
     if name not in _REGISTRY:
-        raise UnknownName(f"unknown extractor {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
+        importlib.import_module(_BUILTIN[name][1])
     return _REGISTRY[name]
+
+
+def extractor_info(name: str) -> tuple[str, type, str, bool]:
+    """(modality, config class, version, corpus_fitted) of an extractor; a built-in's without its model code."""
+    name = _resolved(name)
+    if name in _REGISTRY or name not in _BUILTIN:
+        cls = _REGISTRY[name]
+        return cls.modality, cls.config_type, cls.version, cls.corpus_fitted
+    modality, _, where = _BUILTIN[name]
+    module, _, attr = where.partition(":")
+    config_type = getattr(importlib.import_module(module), attr)
+    return modality, config_type, config_type.extractor_version, name in _CORPUS_FITTED
 
 
 def create_extractor(name: str, overrides: dict[str, Any] | None = None, **kwargs: Any) -> Extractor:
     """Instantiate a registered extractor from config overrides (strings are coerced)."""
     cls = extractor_class(name)
     return cls(apply_overrides(cls.config_type, {**(overrides or {}), **kwargs}))
+
+
+def check_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
+    """The extractor's config from ``overrides``, checked (unknown keys, bad values) without its model code."""
+    return apply_overrides(extractor_info(name)[1], overrides)
 
 
 def cheap_config_id(name: str, overrides: dict[str, Any] | None = None) -> str | None:

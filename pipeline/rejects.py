@@ -50,6 +50,7 @@ for _name, _retry, _doc in (
     ("no_audio", False, "the file holds no samples"),
     ("bad_header", False, "the audio header is outside the stated limits (rate, channels, frames)"),
     ("corrupt_audio", False, "a decoder that reads the format failed on the data"),
+    ("not_audio", False, "the file is an image, a document or text, not audio"),
     ("non_finite", False, "NaN or inf samples"),
     ("silent", False, "RMS below -80 dBFS"),
     ("too_short", False, "shorter than min_duration"),

@@ -140,9 +140,12 @@ def main() -> None:
     shutil.rmtree(OUT, ignore_errors=True)
     os.makedirs(OUT)
     write_csv(os.path.join(OUT, "images", "manifest.csv"), images())
+    rows = texts()
     with open(os.path.join(OUT, "texts.jsonl"), "w") as f:
-        for row in texts():
+        for row in rows:
             f.write(json.dumps(row) + "\n")
+    # The same texts as an ordinary CSV: other column names, no id column (README: your own data)
+    write_csv(os.path.join(OUT, "reviews.csv"), [{"content": r["text"], "category": r["label"]} for r in rows])
     write_csv(os.path.join(OUT, "audio", "manifest.csv"), audio())
 
 

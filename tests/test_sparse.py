@@ -59,7 +59,7 @@ def test_sparse_column_is_readable_from_duckdb_and_as_tensors(store):
     assert [r[0] for r in n_nonzero] == list(ids)
     assert [r[1] for r in n_nonzero] == list(np.diff(x.indptr))
     np.testing.assert_allclose([r[2] for r in n_nonzero], np.asarray(x.sum(1)).ravel(), rtol=1e-5)
-    dense = fs.torch().to_dense().numpy()
+    dense = fs.torch()[1].to_dense().numpy()
     np.testing.assert_array_equal(dense, x.toarray())
 
 

@@ -1,9 +1,17 @@
-"""Heads: classifiers trained on stored features, one registered kind per module (kinds.py)."""
-from .config import HeadConfig
-from .kinds import HeadKind, TrainedHead, TrainJob, head_names, kinds, register_head
-from .listing import list_heads
-from .predict import predict, predict_source
-from .train import train_head, train_heads
+"""Heads: classifiers trained on stored features, one registered kind per module (registry.py).
 
-__all__ = ["HeadConfig", "HeadKind", "TrainJob", "TrainedHead", "register_head", "kinds", "head_names",
-           "train_head", "train_heads", "predict", "predict_source", "list_heads"]
+Names are imported on first use, so that listing heads or reading a card does not load torch."""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {"HeadConfig": "config", "HeadKind": "registry", "TrainJob": "registry", "TrainedHead": "registry",
+            "register_head": "registry", "kinds": "registry", "head_names": "registry", "train_head": "train",
+            "train_heads": "train", "predict": "prediction", "predict_source": "prediction", "list_heads": "listing"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'pipeline.heads' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -9,8 +9,6 @@ import shutil
 import uuid
 from datetime import datetime, timezone
 
-import torch
-
 from ..errors import MmfeatError
 from ..store import files
 from . import report
@@ -18,7 +16,7 @@ from . import report
 CARD, WEIGHTS = "head.json", "head.safetensors"
 
 
-def save_run(head_dir: str, model: torch.nn.Module, card: dict, curve, y_true, y_pred,
+def save_run(head_dir: str, model, card: dict, curve, y_true, y_pred,
              carried: dict[str, str] | None = None, tables: dict | None = None) -> str:
     """Write a training run and make it the head's latest; returns the run folder. ``carried``: name ->
     path of more files the run carries (a tuned network's weights); ``tables``: name -> Arrow table
@@ -77,7 +75,7 @@ def resolve_head_dir(path: str, store=None) -> str:
     raise MmfeatError(f"{path}: not a head (no head.json, no latest run)")
 
 
-def load_head(head_dir: str, store=None) -> tuple[torch.nn.Module, dict]:
+def load_head(head_dir: str, store=None) -> tuple:
     """The head (a run folder, a head folder's latest run, or a head name in ``store``), validated
     before anything is allocated."""
     from .card import load_checked

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import MmfeatError
 from .calibration import expected_calibration_error
-from .kinds import HeadKind, TrainedHead, TrainJob, kind_of_card
+from .registry import HeadKind, TrainedHead, TrainJob, kind_of_card
 from .metrics import classification_metrics
 
 MAX_PARAMETERS = 1 << 28  # 1 GiB of float32: a card asking for more is refused before allocation

@@ -89,8 +89,9 @@ def split_overrides(params_type: type, overrides: dict[str, Any]) -> tuple[dict,
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneParams(AdamWParams):
-    """Fine-tuning pretrained layers with a new classifier (LP-FT: the classifier starts as the linear probe,
-    ``l2_penalties`` is the probe's sweep; pretrained layers at lr/30, the classifier at lr/10)."""
+    """Pretrained layers fine-tuned with a new classifier (LP-FT: the classifier starts as the linear probe).
+
+    ``l2_penalties`` is the probe's sweep; pretrained layers learn at lr/30, the classifier at lr/10."""
 
     dropout: float = option(0.2, "dropout before the classifier")
     tune_blocks: int | None = option(
@@ -100,3 +101,43 @@ class FinetuneParams(AdamWParams):
         super().__post_init__()
         if self.tune_blocks is not None and self.tune_blocks < 1:
             raise ValueError("tune_blocks must be >= 1 (unset: all layers)")
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearParams(AdamWParams):
+    """Multinomial logistic regression (the L2 penalty and class weighting chosen on validation)."""
+
+    solver: str = option("auto", "lbfgs (exact), adamw (mini-batch), auto (lbfgs up to 4 GiB of features)")
+    refit: bool = option(True, "fit again on train + validation at the chosen setting (as LogisticRegressionCV)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("solver", self.solver, ("auto", "lbfgs", "adamw"))
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPParams(AdamWParams):
+    """A multilayer perceptron (AdamW, early stopping, the L2 sweep on validation)."""
+
+    hidden: tuple[int, ...] = option((512,), "layer widths")
+    dropout: float = option(0.2, "dropout after each hidden layer")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.hidden or min(self.hidden) < 1 or not 0 <= self.dropout < 1:
+            raise ValueError("hidden must list positive widths; dropout in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class PrototypeParams:
+    """Nearest class mean (no penalty to choose: for few-shot sets)."""
+
+    refit: bool = option(True, "compute the means again on train + validation")
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceParams(AdamWParams):
+    """Frame sequences (audio or bert frames=true): a 1D convolution, masked mean and attention pools."""
+
+    hidden: tuple[int, ...] = option((128,), "the convolution's width (its first value)")
+    dropout: float = option(0.2, "dropout before the classifier")

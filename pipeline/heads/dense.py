@@ -12,7 +12,7 @@ from ..errors import MmfeatError
 from ..progress import log
 from .calibration import helpful_temperature
 from .design import forward, is_sparse, scaled, standardization, to_device, vstack
-from .kinds import TrainJob
+from .registry import TrainJob
 from .metrics import sklearn_baseline
 
 # The comparison fit doubles train time on mid-size sets (55 s vs 17 s measured at ~20k x 1280): by

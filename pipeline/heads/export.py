@@ -3,7 +3,7 @@ what that is: cnn weights, a transformers model folder; heads that tuned nothing
 from __future__ import annotations
 
 from .artifacts import load_head, resolve_head_dir
-from .kinds import kind_of_card
+from .registry import kind_of_card
 
 
 def export(head_dir: str, out: str, store=None) -> dict:

@@ -7,7 +7,7 @@ import torch
 
 from ..errors import MmfeatError
 from .config import FinetuneParams
-from .kinds import HeadKind, TrainedHead, TrainJob, register_head
+from .registry import HeadKind, TrainedHead, TrainJob, register_head
 from .tops import predict_tensors, sentence, train_top
 
 
@@ -27,7 +27,6 @@ class ImageTop(HeadKind):
     family = "finetune"
     params_type = FinetuneParams
     standardized = False
-    summary = "finetune on cnn activations: the layers above the stored block, with a new classifier"
 
     def accepts(self, sets) -> bool:
         return len(sets) == 1 and sets[0].tensor_shape is not None

@@ -10,36 +10,22 @@ import time
 
 import torch
 
-from ..config import check_choice, option
 from ..errors import MmfeatError
 from ..progress import log
 from . import dense
-from .config import ADAMW_KEYS, AdamWParams, HeadConfig
+from .config import ADAMW_KEYS, HeadConfig, LinearParams
 from .design import SPARSE_L2_PENALTIES
-from .kinds import HeadKind, TrainedHead, TrainJob, register_head
+from .registry import HeadKind, TrainedHead, TrainJob, register_head
 from .solvers import fit_linear_lbfgs, fit_linear_sweep
 from .training import class_weights, set_threads, weightings
 
 IN_MEMORY_LBFGS_BYTES = 4 << 30  # solver=auto: L-BFGS on the device up to this many bytes of features
 
 
-@dataclasses.dataclass(frozen=True)
-class LinearParams(AdamWParams):
-    """Logistic regression settings."""
-
-    solver: str = option("auto", "lbfgs (exact), adamw (mini-batch), auto (lbfgs up to 4 GiB of features)")
-    refit: bool = option(True, "fit again on train + validation at the chosen setting (as LogisticRegressionCV)")
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_choice("solver", self.solver, ("auto", "lbfgs", "adamw"))
-
-
 @register_head
 class LinearHead(HeadKind):
     name = "linear"
     params_type = LinearParams
-    summary = "multinomial logistic regression (the L2 penalty and class weighting chosen on validation)"
 
     def streams(self, sets, cfg: HeadConfig) -> bool:
         """One dense set whose features (about four copies of them in memory) exceed ``memory_gb``."""

@@ -8,26 +8,12 @@ import time
 import torch
 from torch import nn
 
-from ..config import option
 from ..errors import MmfeatError
 from . import dense
-from .config import AdamWParams
-from .kinds import HeadKind, TrainedHead, TrainJob, register_head
+from .config import MLPParams
+from .registry import HeadKind, TrainedHead, TrainJob, register_head
 from .solvers import fit_one
 from .training import class_weights, set_threads, weightings
-
-
-@dataclasses.dataclass(frozen=True)
-class MLPParams(AdamWParams):
-    """MLP settings."""
-
-    hidden: tuple[int, ...] = option((512,), "layer widths")
-    dropout: float = option(0.2, "dropout after each hidden layer")
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.hidden or min(self.hidden) < 1 or not 0 <= self.dropout < 1:
-            raise ValueError("hidden must list positive widths; dropout in [0, 1)")
 
 
 def mlp(dim: int, n_classes: int, hidden: tuple[int, ...], dropout: float) -> nn.Module:
@@ -42,7 +28,6 @@ def mlp(dim: int, n_classes: int, hidden: tuple[int, ...], dropout: float) -> nn
 class MLPHead(HeadKind):
     name = "mlp"
     params_type = MLPParams
-    summary = "a multilayer perceptron (AdamW, early stopping, the L2 sweep on validation)"
 
     def train(self, job: TrainJob) -> TrainedHead:
         set_threads(job.cfg.threads)

@@ -26,7 +26,7 @@ from torch import nn
 from ..errors import MmfeatError
 from .config import FinetuneParams
 from .image_batches import TrainingImages
-from .kinds import HeadKind, TrainedHead, TrainJob, register_head
+from .registry import HeadKind, TrainedHead, TrainJob, register_head
 from .network_set import NETWORK_FILE, extract_tuned, kept_probe, network_weights  # noqa: F401
 from .solvers import probe_into
 from .tops import sentence
@@ -52,7 +52,6 @@ class NetworkTune(HeadKind):
     name = "network"
     family = "finetune"
     params_type = FinetuneParams
-    summary = "finetune on a pooled cnn set: the network itself on the images (its last tune_blocks blocks, or all)"
 
     def accepts(self, sets) -> bool:
         return len(sets) == 1 and sets[0].manifest.get("extractor") == "cnn" and sets[0].tensor_shape is None

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import MmfeatError
 from .calibration import helpful_temperature
-from .kinds import TrainedHead, TrainJob
+from .registry import TrainedHead, TrainJob
 
 NETWORK_FILE = "network.pth"
 

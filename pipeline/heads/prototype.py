@@ -2,31 +2,22 @@
 a fitted classifier has too little to learn from there); refit on train + validation."""
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import torch
 
-from ..config import option
 from ..errors import MmfeatError
 from . import dense
-from .kinds import HeadKind, TrainedHead, TrainJob, register_head
+from .config import PrototypeParams
+from .registry import HeadKind, TrainedHead, TrainJob, register_head
 from .solvers import fit_prototypes
 from .training import set_threads
-
-
-@dataclasses.dataclass(frozen=True)
-class PrototypeParams:
-    """Class-mean settings."""
-
-    refit: bool = option(True, "compute the means again on train + validation")
 
 
 @register_head
 class PrototypeHead(HeadKind):
     name = "prototype"
     params_type = PrototypeParams
-    summary = "nearest class mean (no penalty to choose: for few-shot sets)"
 
     def train(self, job: TrainJob) -> TrainedHead:
         set_threads(job.cfg.threads)

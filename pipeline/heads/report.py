@@ -106,7 +106,7 @@ def confused_pairs(card: dict, top: int = 10) -> list[tuple[str, str, int]]:
 
 def markdown(card: dict, pictures: dict[str, str], head_path: str | None = None) -> str:
     """The report; ``pictures`` maps each picture to its source (a file name, or a data URI)."""
-    from .kinds import kind_of_card
+    from .registry import kind_of_card
 
     m = card["metrics"]
     lines = [f"# {card['head']} head for {card.get('label', 'label')!r} on "

@@ -17,23 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import option
 from ..errors import MmfeatError
 from .calibration import helpful_temperature
-from .config import AdamWParams
+from .config import SequenceParams
 from .dense import best_of, report_fits
 from .frames import frame_standardization, standardize
-from .kinds import HeadKind, TrainedHead, TrainJob, register_head
+from .registry import HeadKind, TrainedHead, TrainJob, register_head
 from .solvers import fit_one
 from .training import class_weights, set_threads, weightings
-
-
-@dataclasses.dataclass(frozen=True)
-class SequenceParams(AdamWParams):
-    """Sequence head settings."""
-
-    hidden: tuple[int, ...] = option((128,), "the convolution's width (its first value)")
-    dropout: float = option(0.2, "dropout before the classifier")
 
 
 class SequenceHead(nn.Module):
@@ -62,7 +53,6 @@ class SequenceHead(nn.Module):
 class SequenceKind(HeadKind):
     name = "sequence"
     params_type = SequenceParams
-    summary = "frame sequences (audio or bert frames=true): a 1D convolution, masked mean and attention pools"
 
     def input_column(self, sets) -> str:
         return "frames"

@@ -25,7 +25,7 @@ from .calibration import helpful_temperature
 from .config import ADAMW_KEYS
 from .data import HeadData
 from .dense import best_of, report_fits
-from .kinds import TrainedHead
+from .registry import TrainedHead
 from .solvers import lbfgs, linear_from
 from .training import Fit, class_weights, weightings
 

@@ -9,7 +9,7 @@ import torch
 
 from ..errors import MmfeatError
 from .config import FinetuneParams
-from .kinds import HeadKind, TrainedHead, TrainJob, register_head
+from .registry import HeadKind, TrainedHead, TrainJob, register_head
 from .tops import predict_tensors, sentence, train_top
 
 
@@ -23,7 +23,6 @@ class TextTop(HeadKind):
     family = "finetune"
     params_type = FinetuneParams
     standardized = False
-    summary = "finetune on bert token states of layer K: the encoder layers above it, with a new classifier"
 
     def accepts(self, sets) -> bool:
         return _layer(sets) is not None and sets[0].manifest.get("extractor") == "bert"

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .calibration import helpful_temperature
-from .kinds import TrainedHead, TrainJob
+from .registry import TrainedHead, TrainJob
 from .solvers import probe_into
 from .training import (HEAD_LR_FACTOR, PRETRAINED_LR_FACTOR, EarlyStopping, Fit, class_weights, frozen_batch_norm,
                        keep_state, lp_ft_optimizer, minibatches, set_threads, train_epochs)

@@ -17,7 +17,7 @@ from .artifacts import save_run
 from .card import make_card
 from .config import HeadConfig, split_overrides
 from .data import joined_table, load_head_data
-from .kinds import HeadKind, TrainJob, kind_class
+from .registry import HeadKind, TrainJob, kind_class
 from .remote import heads_root, is_remote, publish
 from .snapshot import SNAPSHOT, previous_splits, read_snapshot, register_out, snapshot_table
 

@@ -36,6 +36,11 @@ class FeatureStore:
     def __repr__(self) -> str:
         return f"FeatureStore({self.uri!r})"
 
+    def __str__(self) -> str:
+        sets = self.feature_sets() if files.exists(self.fs, self.root) else []
+        return f"FeatureStore({self.uri!r}: {len(sets)} feature set(s){': ' if sets else ''}" \
+               f"{', '.join(fs.name for fs in sets[:5])}{', ...' if len(sets) > 5 else ''})"
+
     def set_path(self, dataset: str, extractor: str, config_id: str) -> str:
         return files.join(self.root, check_name("dataset", dataset), f"{check_name('extractor', extractor)}-{config_id[:12]}")
 

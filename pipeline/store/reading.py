@@ -145,19 +145,33 @@ class FeatureSetReader:
             return self._read_parts(["item", "content"]).rename_columns(["id", "content"])
         return self._read_parts(["id", "content", "retryable"], "rejects")
 
-    def numpy(self, split=None, label=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def numpy(self, split=None, label=None) -> tuple[np.ndarray, Any, np.ndarray]:
         """(ids, features float32 (n, dim), labels) as numpy arrays (features as a scipy CSR matrix
-        for sparse sets)."""
-        table = self.table(columns=["id", "label", "features"], split=split, label=label)
+        for sparse sets). ``split``/``label`` filter (every item carries a split: the manifest's, or the
+        one the store assigned it); an unknown split value is an error naming the ones there are."""
+        table = self.table(columns=["id", "label", "split", "features"])
+        for column, value in (("split", split), ("label", label)):
+            if value is not None:
+                values = [value] if isinstance(value, str) else list(value)
+                there = set(pc.unique(table[column]).to_pylist())
+                if column == "split" and not set(values) & there:
+                    raise StoreError(f"{self.name} has no {values} rows; splits: {sorted(map(str, there))}")
+                table = table.filter(pc.is_in(table[column], pa.array(values, pa.string())))
         return (np.asarray(table["id"].to_numpy(zero_copy_only=False)), feature_matrix(table["features"], self.dim),
                 np.asarray(table["label"].to_numpy(zero_copy_only=False)))
 
-    def torch(self, split=None, label=None, device: str = "cpu") -> Any:
-        """The features as a tensor (a sparse CSR tensor for sparse sets)."""
+    def torch(self, split=None, label=None, device: str = "cpu") -> tuple[np.ndarray, Any, np.ndarray]:
+        """(ids, features as a tensor on ``device`` (a sparse CSR tensor for sparse sets), labels): as
+        :meth:`numpy`, the features a tensor (its own memory: writable)."""
         import torch
 
-        x = self.numpy(split=split, label=label)[1]
-        return csr_tensor(x, device) if not isinstance(x, np.ndarray) else torch.from_numpy(x).to(device)
+        ids, x, labels = self.numpy(split=split, label=label)
+        return ids, (csr_tensor(x, device) if not isinstance(x, np.ndarray) else torch.tensor(x, device=device)), labels
+
+    def __repr__(self) -> str:
+        markers = self.done_markers()
+        return (f"FeatureSet({self.name!r}, rows={sum(m['rows'] for m in markers.values())}, dim={self.dim}, "
+                f"shards={len(markers)})")
 
     def duckdb(self, connection: Any = None) -> Any:
         """A DuckDB relation over the current view."""

@@ -12,6 +12,8 @@ from pipeline.heads.training import Fit
 
 @dataclasses.dataclass(frozen=True)
 class KNNParams:
+    """k-nearest neighbours by Euclidean distance over standardized features (a plugin)."""
+
     k: int = option(5, "neighbours that vote")
 
     def __post_init__(self):
@@ -35,7 +37,7 @@ class Votes(torch.nn.Module):
 
 @register_head
 class KNNHead(HeadKind):
-    name, params_type, summary = "knn", KNNParams, "k-nearest neighbours by Euclidean distance (a plugin)"
+    name, params_type = "knn", KNNParams
 
     def train(self, job: TrainJob) -> TrainedHead:
         d, start = design(job), time.perf_counter()

@@ -1,5 +1,1 @@
-"""Audio extractors."""
-from .config import SpectralConfig
-from .spectral import SpectralExtractor
-
-__all__ = ["SpectralConfig", "SpectralExtractor"]
+"""Audio extractors: ``spectral`` (registered when looked up: pipeline/registry.py)."""

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 from ...config import check_choice, option
-from .pooling import STATS
 
 FEATURES = ("mfcc", "mfcc_delta", "mfcc_delta2", "chroma", "mel", "contrast", "stft", "zcr", "rms", "tonnetz")
 # The default, measured on spoken keywords (speaker-disjoint; linear head, README): MFCC with its Δ and ΔΔ,
 # chroma, contrast, spectral shape, ZCR, RMS: 89.7%. The former default, with 128 mel bands (three
 # quarters of its 1384 values) and no deltas: 83.7%; with deltas added, 85.7% (a scikit-learn probe): mel bands dilute
 # the vector (MFCCs are their decorrelated summary; `features=...,mel` adds them back).
+STATS = ("mean", "std", "min", "max", "p10", "p25", "p50", "p75", "p90")
 DEFAULT_FEATURES = ("mfcc", "mfcc_delta", "mfcc_delta2", "chroma", "contrast", "stft", "zcr", "rms")
 # preset=speech: the smallest vector as good on spoken words (89.3%, 536 values vs 680).
 SPEECH_FEATURES = ("mfcc", "mfcc_delta", "mfcc_delta2", "contrast")
@@ -30,6 +31,10 @@ class SpectralConfig:
     seconds (default: back to back; the last window ends at the clip's end), one row per window
     with id ``<id>#<k>`` and ``clip``, ``start_s``, ``end_s`` in the row's meta.
     """
+
+    # 2: contrast floored at 1e-6 of the clip peak; 3: time-binned pooling (time_bins). (Δ/ΔΔ features and
+    # preset=speech are new configs, not new values of old ones: no version bump.)
+    extractor_version: ClassVar[str] = "3"
 
     features: tuple[str, ...] = option(
         DEFAULT_FEATURES, "mfcc, mfcc_delta, mfcc_delta2 (Δ, ΔΔ as librosa.feature.delta), chroma, mel, contrast, "

@@ -52,6 +52,24 @@ def _sndfile_container(path: str) -> bool:
     return any(head.startswith(m) for m in _SNDFILE_MAGIC)
 
 
+_NOT_AUDIO_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"%PDF", b"PK\x03\x04", b"\x1f\x8b", b"{", b"[")
+
+
+def _not_audio(path: str) -> str | None:
+    """What a file that no audio decoder reads is instead (an image, a document, text), or None."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if any(head.startswith(m) for m in _NOT_AUDIO_MAGIC[:7]):
+        return "an image, document or archive"
+    if b"\0" not in head:
+        try:
+            head.decode("utf-8")
+            return "text"
+        except UnicodeDecodeError:
+            pass
+    return None
+
+
 def _audioread(path: str, soundfile_error: str, check=None) -> tuple[np.ndarray, int]:
     """Formats libsndfile cannot read (AAC/M4A, WMA, ...) through audioread, as librosa.load falls
     back to it: ffmpeg (or GStreamer/Core Audio) when one is installed. (frames, channels) float32."""
@@ -65,6 +83,9 @@ def _audioread(path: str, soundfile_error: str, check=None) -> tuple[np.ndarray,
             pcm = b"".join(f)
     except (audioread.DecodeError, OSError, EOFError) as exc:
         detail = f"soundfile: {soundfile_error}; audioread: {type(exc).__name__} {exc}"
+        kind = _not_audio(path)
+        if kind and not _sndfile_container(path):
+            raise BadInput("not_audio", f"the file is {kind}, not audio") from None
         if _sndfile_container(path):  # libsndfile reads this container: the bytes are what is wrong
             raise BadInput("corrupt_audio", detail) from None
         if isinstance(exc, audioread.NoBackendError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-STATS = ("mean", "std", "min", "max", "p10", "p25", "p50", "p75", "p90")
+from .config import STATS  # noqa: F401 (re-exported)
 
 
 def _layout(parts: list[np.ndarray] | list[torch.Tensor], dims: list[int], cat):

@@ -41,8 +41,7 @@ class SpectralExtractor(Extractor):
     name = "spectral"
     modality = "audio"
     config_type = SpectralConfig
-    version = "3"  # 2: contrast floored at 1e-6 of the clip peak; 3: time-binned pooling (time_bins)
-    # (Δ/ΔΔ features and preset=speech are new configs, not new values of old ones: no version bump.)
+    version = SpectralConfig.extractor_version
 
     def __init__(self, config: SpectralConfig):
         super().__init__(config)

@@ -1,4 +1,1 @@
-"""Image extractors."""
-from .cnn import CNNConfig, CNNExtractor
-
-__all__ = ["CNNConfig", "CNNExtractor"]
+"""Image extractors: ``cnn`` (registered when looked up: pipeline/registry.py)."""

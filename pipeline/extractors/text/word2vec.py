@@ -1,7 +1,6 @@
 """``word2vec``: pooled Word2Vec vectors, trained on the dataset's corpus or loaded from a file."""
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import itertools
@@ -10,49 +9,13 @@ import os
 
 import numpy as np
 
-from ...config import check_choice, option, sha256_file
+from ...config import sha256_file
 from ...errors import BadInput, MmfeatError
 from ...registry import register_extractor
 from ..batching import MapExtractor
 from .common import read_text, tokenize_words
+from .config import Word2VecConfig
 from .word2vec_state import CorpusStats, corpus, load_vectors, save_state, train
-
-
-@dataclasses.dataclass(frozen=True)
-class Word2VecConfig:
-    """Word2Vec text features.
-
-    Train on the dataset (``vectors`` unset; gensim ``vector_size``, ``window``, ``min_count``,
-    ``epochs``, ``sg``, ``seed``) or load ``vectors`` (word2vec text or binary format; a gensim
-    ``.model``/``.kv`` pickle only with ``vectors_sha256`` pinned). ``pooling``: mean, tfidf, sif.
-    Tokenization: NFKC, casefold, runs of letters/digits; out-of-vocabulary words are skipped.
-    """
-
-    vectors: str | None = option(None, "load word2vec text/binary vectors instead of training on the dataset")
-    vectors_sha256: str | None = option(
-        None, "pin a gensim .model/.kv pickle by its sha256 (pickles run code when loaded)")
-    vector_size: int = option(100, "dimension of trained vectors")
-    window: int = option(5, "context window of training")
-    min_count: int = option(2, "words rarer than this in the corpus are ignored")
-    # None (auto): from the corpus size, see word2vec_state.auto_epochs
-    epochs: int | None = option(
-        None, "training passes over the corpus (default: about 30M word updates, 5 to 100 passes)")
-    sg: int = option(0, "1: skip-gram, 0: CBOW")
-    seed: int = option(1, "training seed")
-    pooling: str = option(
-        "mean", "mean, tfidf (idf-weighted mean) or sif (smooth inverse frequency, first component removed)")
-    sif_a: float = option(1e-3, "the SIF weight a/(a+p(w))")
-    max_chars: int = option(1_000_000, "longer texts are rejected (too_long)")
-    workers: int = option(1, "gensim training threads (1 keeps training deterministic)", runtime=True)
-
-    def __post_init__(self):
-        check_choice("pooling", self.pooling, ("mean", "tfidf", "sif"))
-        check_choice("sg", self.sg, (0, 1))
-        for name in ("vector_size", "window", "min_count", "epochs", "workers", "max_chars"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if self.sif_a <= 0:
-            raise ValueError("sif_a must be > 0")
 
 
 @register_extractor
@@ -60,7 +23,7 @@ class Word2VecExtractor(MapExtractor):
     name = "word2vec"
     modality = "text"
     config_type = Word2VecConfig
-    version = "2"  # 2: epochs chosen from the corpus size by default
+    version = Word2VecConfig.extractor_version
     corpus_fitted = True
     chunk_size = 4096
 

@@ -17,7 +17,7 @@ from .artifacts import load_head, resolve_head_dir
 from .card import read_card
 from .data import joined_table, label_values
 from .frames import padded
-from .kinds import kind_of_card
+from .registry import kind_of_card
 
 
 def predict(head_dir: str, feature_sets: list[str] | str, store: str | None = None) -> dict:

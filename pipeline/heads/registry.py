@@ -24,14 +24,17 @@ import importlib
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from ..errors import MmfeatError, UnknownName
 from ..plugins import load_plugins
 
-_BUILTIN_MODULES = ("pipeline.heads.linear", "pipeline.heads.mlp", "pipeline.heads.prototype",
-                    "pipeline.heads.sequence", "pipeline.heads.image_top", "pipeline.heads.text_top",
-                    "pipeline.heads.network")
+# The built-in kinds and the module each registers from, imported when a kind is looked up (so that the
+# CLI checks --head without loading torch), and the families several of them answer to.
+# name -> (module, its params class in heads/config.py, family)
+_BUILTIN = {"linear": ("linear", "LinearParams", None), "mlp": ("mlp", "MLPParams", None),
+            "prototype": ("prototype", "PrototypeParams", None), "sequence": ("sequence", "SequenceParams", None),
+            "image-top": ("image_top", "FinetuneParams", "finetune"), "text-top": ("text_top", "FinetuneParams", "finetune"),
+            "network": ("network", "FinetuneParams", "finetune")}
 _REGISTRY: dict[str, type["HeadKind"]] = {}
 
 
@@ -58,11 +61,11 @@ class TrainedHead:
     other sets than it was given (the network fine-tune extracts them again) returns them in ``sets``
     with their ``data``."""
 
-    model: torch.nn.Module
+    model: Any  # torch.nn.Module
     best: Any  # training.Fit: the chosen candidate
     fits: list  # every candidate tried (the sweep)
     temperature: float
-    test_logits: torch.Tensor
+    test_logits: Any  # torch.Tensor
     seconds: float
     solver: str
     dim: int
@@ -87,8 +90,6 @@ class HeadKind(abc.ABC):
     params_type: ClassVar[type]
     #: the --head name several kinds share (chosen by ``accepts``); None: only ``name``
     family: ClassVar[str | None] = None
-    #: one line for ``mmfeat describe head``
-    summary: ClassVar[str] = ""
     #: whether cards carry a standardization (mean, std per input column) that ``predict`` applies
     standardized: ClassVar[bool] = True
 
@@ -119,7 +120,7 @@ class HeadKind(abc.ABC):
         """Fit on ``job.data.train``, choose on ``job.data.val``, return the test logits."""
 
     @abc.abstractmethod
-    def build(self, card: dict) -> torch.nn.Module:
+    def build(self, card: dict) -> Any:
         """The untrained module a card describes (shapes only: the caller loads and checks the weights)."""
 
     def check_card(self, card: dict) -> list[str]:
@@ -134,7 +135,7 @@ class HeadKind(abc.ABC):
         """Whether ``build`` is sized by the card alone (its parameters are counted before allocation)."""
         return True
 
-    def predict(self, model: torch.nn.Module, x: Any, card: dict, batch: int = 65536) -> np.ndarray:
+    def predict(self, model: Any, x: Any, card: dict, batch: int = 65536) -> np.ndarray:
         """Class probabilities of feature rows (standardized with the card's statistics)."""
         from .solvers import predict_proba
 
@@ -148,7 +149,7 @@ class HeadKind(abc.ABC):
                if card.get("solver") != "lbfgs" else "solver L-BFGS (exact fit)")
         return f"The L2 penalty ({card['selected']['l2']:g}) was chosen on validation, {how}."
 
-    def export(self, run: str, card: dict, model: torch.nn.Module, out: str) -> dict:
+    def export(self, run: str, card: dict, model: Any, out: str) -> dict:
         """Write what the head tuned of a pretrained network for extraction (``mmfeat export``)."""
         raise MmfeatError(f"a {card['head']} head has no network layers to export (head=finetune has)")
 
@@ -169,9 +170,19 @@ def register_head(cls: type[HeadKind]) -> type[HeadKind]:
 
 
 def _load() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
+    for module, _, _ in _BUILTIN.values():
+        importlib.import_module(f"pipeline.heads.{module}")
     load_plugins()
+
+
+def kind_infos() -> list[tuple[str, str | None, type]]:
+    """(name, family, params class) of every kind, built-ins without importing their (torch) modules."""
+    from . import config
+
+    load_plugins()
+    infos = {name: (family, getattr(config, params)) for name, (_, params, family) in _BUILTIN.items()}
+    infos.update({name: (k.family, k.params_type) for name, k in _REGISTRY.items()})
+    return [(name, family, params) for name, (family, params) in sorted(infos.items())]
 
 
 def kinds() -> dict[str, type[HeadKind]]:
@@ -181,9 +192,9 @@ def kinds() -> dict[str, type[HeadKind]]:
 
 
 def head_names() -> list[str]:
-    """What ``--head`` accepts: every kind and every family, sorted."""
-    registered = kinds()
-    return sorted(set(registered) | {k.family for k in registered.values() if k.family})
+    """What ``--head`` accepts: every kind and every family, sorted (no built-in module imported)."""
+    load_plugins()
+    return sorted({name for name, _, _ in kind_infos()} | {family for _, family, _ in kind_infos() if family})
 
 
 def kind_class(name: str, sets: list | None = None) -> type[HeadKind]:
