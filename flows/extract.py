@@ -47,6 +47,8 @@ def _run_shards(spec: lib.JobSpec, shards: list[lib.Shard]):
     from prefect.context import FlowRunContext
     from prefect.task_runners import ThreadPoolTaskRunner
 
+    if not shards:
+        return
     context = FlowRunContext.get()
     run = shard_task if _uses_gpu(spec) else shard_task.with_options(tags=set())
     if context is not None and isinstance(context.task_runner, ThreadPoolTaskRunner):
@@ -60,16 +62,31 @@ def _run_shards(spec: lib.JobSpec, shards: list[lib.Shard]):
 
 
 def _uses_gpu(spec: lib.JobSpec) -> bool:
-    """Whether shards run on CUDA: the extractor, loaded by the plan task in this process, knows its
-    device (a flow driving GPU workers from a machine without one sets MMFEAT_GPU_SLOTS=1). Only then
+    """Whether shards run on CUDA, as the extractor's config says (no model is loaded for it; a flow driving
+    GPU workers from a machine without one sets MMFEAT_GPU_SLOTS=1). Only then
     do shards take a slot of the GPU tag's limit: a slot costs database writes per task, and on a SQLite
     server sharing the CPU with the run that was where the server answered 503 (8 Dask workers)."""
-    from pipeline.registry import cached_extractor
+    from pipeline.registry import check_config
 
     if os.environ.get("MMFEAT_GPU_SLOTS") == "1":
         return True
-    device = getattr(cached_extractor(spec.extractor, dict(spec.overrides)), "device", None)
-    return getattr(device, "type", None) == "cuda"
+    device = str(getattr(check_config(spec.extractor, dict(spec.overrides)), "device", "cpu"))
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return device.startswith("cuda")
+
+
+def _drift(feature_set: str, reference: str, store: str | None) -> None:
+    from flows.know import drift_task, publish_drift
+
+    try:
+        figures = drift_task(feature_set, reference, "latest", store)
+    except MmfeatError as exc:  # nothing new to compare, or a reference gone: said, never a failed night
+        get_run_logger().warning("drift not measured: %s", exc)
+        return
+    publish_drift(figures, store)
 
 
 @task(name="summarize")
@@ -84,11 +101,12 @@ def extract_flow(source: str, modality: Literal["image", "text", "audio"], extra
                  shard_size: int = lib.DEFAULT_SHARD_SIZE, allow_absolute_paths: bool = False,
                  retry_rejects: bool = False, max_reject_fraction: float = lib.DEFAULT_MAX_REJECT_FRACTION,
                  fit_on: str | None = None, rebind: bool = False, label_from_name: str | None = None,
-                 limit: int | None = None) -> str:
+                 limit: int | None = None, drift_reference: str | None = None) -> str:
     """Bring the feature set of ``source`` up to date with its manifest; returns the feature set id
     (DATASET/EXTRACTOR-CONFIG). ``overrides`` are the extractor config keys (the CLI's ``--set``).
     Fails (and so triggers nothing) when more than ``max_reject_fraction`` of the items it processed
-    were rejected."""
+    were rejected. ``drift_reference`` (a head): tonight's new items are compared with what it trained on,
+    the figures published as an artifact and the ``mmfeat.drift`` event."""
     logger = get_run_logger()
     # Validates every parameter (modality, extractor name, config keys and values) before any work.
     spec = lib.JobSpec(source, modality, extractor, tuple((overrides or {}).items()), dataset, store, allow_absolute_paths,
@@ -124,6 +142,8 @@ def extract_flow(source: str, modality: Literal["image", "text", "audio"], extra
                                 "meaning": reject_reason(r).doc}
                                for r, c in sorted(summary["rejects_by_reason"].items(), key=lambda kv: -kv[1])],
                               key=artifact_key("extract-rejects", name), description=f"rejects of {name} by reason")
+    if drift_reference and processed:
+        _drift(summary["feature_set"], drift_reference, store)
     emit_event(FEATURE_SET_EVENT, resource={"prefect.resource.id": f"mmfeat.feature-set.{summary['feature_set']}",
                                             "prefect.resource.name": summary["feature_set"]},
                payload={"rows": summary["rows"], "rejected": summary["rejected"], "path": summary["path"]})

@@ -92,6 +92,28 @@ def _log_args(g: argparse.ArgumentParser) -> None:
     g.add_argument("--run", help="one run: the ids it added, removed, re-labelled or re-extracted")
 
 
+def _neighbors_args(n: argparse.ArgumentParser) -> None:
+    n.add_argument("feature_set", metavar="FEATURE_SET")
+    n.add_argument("ids", nargs="*", metavar="ID", help="items of the set to find the neighbours of")
+    n.add_argument("--source", help="raw inputs (folder, manifest or glob), extracted as the set was")
+    n.add_argument("--dataset", help="with --source: the store's name for these items")
+    n.add_argument("-k", type=int, default=10, help="neighbours per item (default 10)")
+    n.add_argument("--metric", choices=("cosine", "l2"), default="cosine")
+
+
+def _audit_args(a: argparse.ArgumentParser) -> None:
+    a.add_argument("feature_set", metavar="FEATURE_SET")
+    a.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="near_duplicate=0.95, k=10, outliers=0.01, label_folds=5, examples=6, method=auto")
+
+
+def _drift_args(d: argparse.ArgumentParser) -> None:
+    d.add_argument("feature_set", metavar="FEATURE_SET")
+    d.add_argument("--reference", required=True, help="a head (what it trained on) or a run id of the dataset")
+    d.add_argument("--current", choices=("latest", "all"), default="latest",
+                   help="latest: what the dataset's latest run added or changed (default); all: the whole view")
+
+
 def _no_args(_: argparse.ArgumentParser) -> None:
     pass
 
@@ -114,6 +136,12 @@ COMMANDS: dict[str, Command] = {
     "log": Command("a dataset's runs and what each changed", _log_args, _lazy("log_command")),
     "describe": Command("list extractors and head kinds, or one's config keys", _describe_args,
                         _lazy("describe_command"), ("json",)),
+    "neighbors": Command("the nearest items of a set to some of its items or to raw inputs", _neighbors_args,
+                         _lazy("neighbors_command")),
+    "audit": Command("duplicates, leakage between splits, likely label errors and outliers of a set",
+                     _audit_args, _lazy("audit_command")),
+    "drift": Command("how far a set's newest items are from what a head was trained on", _drift_args,
+                     _lazy("drift_command")),
     "query": Command("run SQL (DuckDB) with a view per feature set", lambda q: q.add_argument("sql"),
                      _lazy("query_command"), ("store",)),
     "gc": Command("drop stored rows that left the current view (and no head pins)",

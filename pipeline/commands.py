@@ -130,6 +130,38 @@ def log_command(args) -> object:
     return runs
 
 
+def neighbors_command(args) -> list:
+    from .insight import neighbors
+
+    table = neighbors(args.feature_set, args.ids or None, args.source, args.k, args.metric, args.store, args.dataset)
+    for row in table.to_pylist():
+        _say(args, f"{row['query']}\t{row['rank']}\t{row['neighbor']}\t{row['score']:.4f}\t"
+                   f"label={row['label']}\tsplit={row['split']}")
+    return table.to_pylist()
+
+
+def audit_command(args) -> dict:
+    from .insight import audit
+
+    result = audit(args.feature_set, parse_set_args(args.set), args.store)
+    counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result["counts"].items())
+    _say(args, f"{result['feature_set']}: {result['rows']} rows; {counts}\n  findings {result['path']}\n"
+               f"  report {result['report']}")
+    return result
+
+
+def drift_command(args) -> dict:
+    from .insight import drift
+
+    r = drift(args.feature_set, args.reference, args.current, args.store)
+    _say(args, f"{r['feature_set']}: {r['rows']['current']} current rows against {r['rows']['reference']} of "
+               f"{args.reference}: {'DRIFTED' if r['drifted'] else 'no drift'}\n  domain AUC {r['domain_auc']:.3f}, "
+               f"MMD² {r['mmd2']:.4f} (p={r['mmd_p']:.2f}), mean shift {r['mean_shift']:.3f}, label PSI "
+               f"{r['label_psi']:.3f}" + (f", predicted PSI {r['predicted_psi']:.3f}" if r.get("predicted_psi")
+                                          is not None else ""))
+    return r
+
+
 def describe_command(args) -> object:
     from .describe import describe
 

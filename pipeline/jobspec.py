@@ -10,7 +10,7 @@ from typing import Any
 from .config import apply_overrides
 from .errors import MmfeatError
 from .inputs import ROLES, default_dataset_name, infer_modality
-from .registry import DEFAULT_EXTRACTOR, MODALITIES, canonical_extractor_name, extractor_info
+from .registry import DEFAULT_EXTRACTOR, MODALITIES, extractor_info, extractor_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +46,7 @@ class JobSpec:
         modality = self.modality or self._inferred_modality()
         if modality not in MODALITIES:
             raise MmfeatError(f"modality must be one of {', '.join(MODALITIES)}; got {modality!r}")
-        name = canonical_extractor_name(self.extractor or DEFAULT_EXTRACTOR[modality])
+        name = extractor_name(self.extractor or DEFAULT_EXTRACTOR[modality])
         kind, config_type, _, corpus_fitted = extractor_info(name)  # no model code loaded
         if kind != modality:
             raise MmfeatError(f"extractor {name!r} is for {kind}, not {modality}")
@@ -64,5 +64,5 @@ class JobSpec:
 
     def _inferred_modality(self) -> str:
         if self.extractor:
-            return extractor_info(canonical_extractor_name(self.extractor))[0]
+            return extractor_info(extractor_name(self.extractor))[0]
         return infer_modality(self.source, dict(self.columns), self.no_header)

@@ -37,7 +37,7 @@ def finish(store: str | None, set_path: str, markers: list[dict[str, Any]],
         if pending is not None:
             items, record, changes = pending
             if _changed(fs.items, items, record):
-                record = fs.items.publish(items, record, changes)
+                record = fs.items.publish(items, {**record, "rejected": summary["rejected"]}, changes)
             summary.update(run=fs.items.record().get("run"), current=fs.items.record())
     finally:
         remove_pending(fs.fs, fs.path)

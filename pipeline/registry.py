@@ -222,6 +222,12 @@ def list_extractors(modality: str | None = None) -> list[str]:
     return sorted(n for n, m in names.items() if modality in (None, m))
 
 
+def extractor_name(name: str) -> str:
+    """The registered name ``name`` stands for (a renamed extractor's old name warns); unknown names list the
+    registered ones."""
+    return _resolved(name)
+
+
 def _resolved(name: str) -> str:
     if name in _ALIASES:
         warnings.warn(f"extractor {name!r} was renamed {_ALIASES[name]!r}", DeprecationWarning, stacklevel=3)

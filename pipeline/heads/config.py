@@ -30,6 +30,9 @@ class HeadConfig:
     sklearn_baseline: bool | None = option(
         None, "fit scikit-learn's LogisticRegression beside the head (default: up to 5M training values)")
     memory_gb: float = option(4.0, "a linear head on one set whose features exceed this trains streamed from scratch files")
+    copies_in_one_split: bool = option(
+        False, "keep near-copies (an edited text, a resized photo: pipeline/nearcopy.py) in one split, as --group does; "
+        "copies a split column put apart join the most held-out of their splits")
 
     def __post_init__(self):
         check_choice("missing", self.missing, ("drop", "error"))

@@ -118,7 +118,7 @@ MIN_CLASS_COUNT = 5  # fewer labelled examples than this: the class cannot be sp
 
 
 def load_head_data(joined: tuple[pa.Table, np.ndarray, dict], label: str, cfg, previous: dict[str, str] | None = None,
-                   fixed_splits: bool = False) -> HeadData:
+                   fixed_splits: bool = False, copy_groups: np.ndarray | None = None) -> HeadData:
     """Training, validation and test splits for one target (``label``) of a :func:`joined_table` result,
     which several targets share. Splits: see :func:`heads.splits.decide` (``previous``: the splits a
     head's last run used, kept for the items it saw; ``fixed_splits``: the table's splits as they are)."""
@@ -135,9 +135,10 @@ def load_head_data(joined: tuple[pa.Table, np.ndarray, dict], label: str, cfg, p
                 if label == "label" else f"the manifest's {label!r} column is empty")
         raise MmfeatError(f"no labelled rows: the feature sets carry no {label!r} values; {hint}")
     table, x, labels = table.filter(pa.array(has_label)), rows(x, has_label), labels[has_label]
+    copy_groups = copy_groups[has_label] if copy_groups is not None else None
     classes = _classes(labels, report)
     y = np.searchsorted(np.array(classes, dtype=object), labels).astype(np.int64)
-    splits = decide(table, labels, cfg, report, previous or {}, fixed_splits)
+    splits = decide(table, labels, cfg, report, previous or {}, fixed_splits, copy_groups)
     ids = np.array(table["id"].to_pylist(), dtype=object)
     parts = {s: Split(rows(x, splits == s), y[splits == s], ids[splits == s]) for s in ("train", "val", "test")}
     if len(np.unique(parts["train"].y)) < 2:

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..store.reading import csr_tensor
+from ..store.matrix import csr_tensor
 
 # Sparse blocks are L2-normalized rows of mostly tiny values: they need weaker penalties than standardized
 # dense features (scikit-learn's TF-IDF + LR is best at C = 10..100, i.e. l2 = 1/(C·n) ~ 1e-6..1e-4).

@@ -47,7 +47,7 @@ def predict(head_dir: str, feature_sets: list[str] | str, store: str | None = No
     with files.staged_output(st.fs, path, ".parquet") as tmp:
         writer = None
         try:
-            for table, x in _batches(sets, kind.input_column(sets)):  # per part file
+            for table, x in _batches(sets, kind.input_column(sets)):  # per part file (text items: their start)
                 if x.shape[-1] != card["dim"]:
                     raise MmfeatError(f"the feature sets give {x.shape[-1]} features, the head expects {card['dim']}")
                 proba = kind.predict(model, x, card)
@@ -144,7 +144,8 @@ def _batches(sets, column: str = "features"):
     """(id/label/meta table, features) batches: per part file for one set, the whole join for several.
     ``column="frames"``: padded frame sequences with their mask (sequence heads, text tops)."""
     if len(sets) == 1:
-        for table in sets[0].iter_tables(["id", "label", "meta", column]):
+        extra = ["preview"] if sets[0].manifest.get("modality") == "text" else []  # read the errors beside them
+        for table in sets[0].iter_tables(["id", "label", "meta", *extra, column]):
             if column == "frames":
                 yield table, padded(table["frames"], sets[0].manifest["frame_dim"])
             else:
@@ -165,7 +166,8 @@ def _prediction_table(table: pa.Table, proba: np.ndarray, classes: np.ndarray, l
                      "probabilities": pa.MapArray.from_arrays(offsets, pa.array(np.tile(classes, n), pa.string()),
                                                               pa.array(proba.reshape(-1), pa.float32())),
                      "label": pa.array(truth, pa.string()),
-                     "seen_as": pa.array([seen.get(i) for i in table["id"].to_pylist()], pa.string())})
+                     "seen_as": pa.array([seen.get(i) for i in table["id"].to_pylist()], pa.string()),
+                     **({"preview": table["preview"]} if "preview" in table.column_names else {})})
 
 
 def _head_name(run: str) -> str:

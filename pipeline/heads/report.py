@@ -163,6 +163,11 @@ def _data_table(data: dict) -> list[str]:
             f"| split from | {data.get('split_source', '')} |",
             f"| unlabelled rows left out | {data.get('unlabelled_dropped', 0)} |",
             *([f"| grouped by | {data['grouped_by']} |"] if data.get("grouped_by") else []),
+            *([f"| validation / test items with a near-copy in train | {data['leakage'].get('val', 0)} / "
+               f"{data['leakage'].get('test', 0)}"
+               + (" (they inflate the accuracy: mmfeat audit lists them; --set copies_in_one_split=true keeps "
+                  "copies together)" if data['leakage'].get('test') else "") + " |"]
+              if (data.get("leakage") or {}).get("counted") else []),
             *([f"| classes under 5 examples | {', '.join(f'{c} ({n})' for c, n in data['small_classes'].items())} |"]
               if data.get("small_classes") else []), ""]
 

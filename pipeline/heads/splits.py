@@ -16,21 +16,27 @@ DEFAULT_SHARES = (0.15, 0.2)  # (val, test): the store assigns with these
 
 
 def decide(table: pa.Table, labels: np.ndarray, cfg, report: dict, previous: dict[str, str],
-           fixed: bool) -> np.ndarray:
-    """The split of each row of ``table`` (labelled rows only)."""
+           fixed: bool, copy_groups: np.ndarray | None = None) -> np.ndarray:
+    """The split of each row of ``table`` (labelled rows only); ``copy_groups``: near-copies kept together."""
     splits = np.array(table["split"].to_pylist(), dtype=object)
     if fixed:
         report["split_source"] = "the base set's splits"
         return splits
     ids = np.array(table["id"].to_pylist(), dtype=object)
     keys = _group_keys(table, ids, cfg.group, report)
+    if copy_groups is not None:
+        keys = merged(keys, copy_groups)
+        report["grouped_by"] = (report.get("grouped_by", "") + " and " if report.get("grouped_by") else "") + \
+            "near-copies (each group of copies in one split)"
     given = np.asarray(table["split_given"].to_numpy(zero_copy_only=False), bool)
-    own = bool(cfg.group) or (cfg.val_fraction, cfg.test_fraction) != DEFAULT_SHARES
+    own = bool(cfg.group) or copy_groups is not None or (cfg.val_fraction, cfg.test_fraction) != DEFAULT_SHARES
     todo = ~given if own else np.array([s is None for s in splits])
     if todo.any():
         splits = splits.copy()
         splits[todo] = _assign(keys[todo], labels[todo], ids[todo], previous, shares(cfg.val_fraction, cfg.test_fraction))
     report["split_source"] = _source(given, todo, own, cfg.group)
+    if copy_groups is not None:
+        splits = _copies_together(splits, keys, report)
     if not (splits == "test").any():
         raise MmfeatError("the split column has no 'test' rows: metrics must come from held-out data")
     if not (splits == "val").any():
@@ -41,6 +47,38 @@ def decide(table: pa.Table, labels: np.ndarray, cfg, report: dict, previous: dic
         splits[train] = carved
         report["val_carved_from_train"] = int((np.array(carved) == "val").sum())
     return splits
+
+
+def _copies_together(splits: np.ndarray, keys: np.ndarray, report: dict) -> np.ndarray:
+    """Where a split column put copies in different splits, the whole group joins the most held-out of them
+    (test, then val): training loses the copy, the test set keeps its item."""
+    rank = {"test": 0, "val": 1, "train": 2}
+    best: dict = {}
+    for key, split in zip(keys, splits):
+        if split in rank and rank[split] < rank.get(best.get(key), 3):
+            best[key] = split
+    moved = np.array([s in rank and best[k] != s for k, s in zip(keys, splits)])
+    if moved.any():
+        splits = splits.copy()
+        splits[moved] = [best[k] for k in keys[moved]]
+        report["copies_moved_to_held_out"] = int(moved.sum())
+    return splits
+
+
+def merged(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One key per row such that rows sharing a key in ``a`` or in ``b`` share one (connected components)."""
+    parent: dict = {}
+
+    def root(k):
+        parent.setdefault(k, k)
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for x, y in zip(a, b):
+        parent[root(("a", x))] = root(("b", y))
+    return np.asarray([str(root(("a", x))) for x in a], dtype=object)
 
 
 def _group_keys(table: pa.Table, ids: np.ndarray, group: str | None, report: dict) -> np.ndarray:

@@ -17,6 +17,8 @@ from .artifacts import save_run
 from .card import make_card
 from .config import HeadConfig, split_overrides
 from .data import joined_table, load_head_data
+from .leakage import copy_groups, table_texts
+from .leakage import count as leakage_count
 from .registry import HeadKind, TrainJob, kind_class
 from .remote import heads_root, is_remote, publish
 from .snapshot import SNAPSHOT, previous_splits, read_snapshot, register_out, snapshot_table
@@ -55,11 +57,14 @@ def train_heads(feature_sets: list[str], labels: list[str] | tuple[str, ...] = (
     joined = joined_table(sets, cfg.missing, with_features=not kind.streams(sets, cfg), column=column,
                           max_bytes=cfg.memory_gb * 2**30, snapshot=snapshot)
     device = str(resolve_device(cfg.device))
+    groups = copy_groups(joined[1], np.asarray(joined[0]["id"].to_pylist(), dtype=object),
+                         table_texts(sets, joined[0])) if cfg.copies_in_one_split and snapshot is None else None
     cards = []
     for label in labels:
         head_dir = _head_dir(st, sets, label, cfg, kind, out, len(labels) > 1)
         previous = previous_splits(head_dir) if snapshot is None else {}
-        data = load_head_data(joined, label, cfg, previous, fixed_splits=snapshot is not None)
+        data = load_head_data(joined, label, cfg, previous, fixed_splits=snapshot is not None, copy_groups=groups)
+        data.report["leakage"] = leakage_count(data, sets)
         job = TrainJob(sets, data, cfg, kind.params, head_dir, st, device, name)
         cards.append(_train_one(job, kind, joined[0], as_of))
         if out and not is_remote(st):
@@ -91,6 +96,7 @@ def _head_dir(st: FeatureStore, sets, label: str, cfg: HeadConfig, kind: HeadKin
 def _train_one(job: TrainJob, kind: HeadKind, table: pa.Table, as_of: str | None) -> dict:
     trained = kind.train(job)
     card = make_card(job, trained, kind)
+    card["data"].setdefault("leakage", job.data.report.get("leakage"))
     if as_of:
         card["as_of"] = as_of
     data, sets = trained.data or job.data, trained.sets or job.sets

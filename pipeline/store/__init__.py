@@ -3,7 +3,7 @@ from .arrays import import_arrays
 from .catalog import FeatureStore, default_root
 from .featureset import FeatureSet
 from .items import DatasetItems
-from .reading import feature_matrix
+from .matrix import feature_matrix
 from .schema import PROVENANCE_KEY, REJECT_SCHEMA, feature_schema, make_provenance
 
 __all__ = ["FeatureStore", "FeatureSet", "DatasetItems", "default_root", "import_arrays", "feature_matrix",

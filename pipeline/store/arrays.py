@@ -19,7 +19,8 @@ def import_arrays(store: FeatureStore, provenance: dict[str, Any], ids: Sequence
                   contents: Sequence[str] | None = None) -> FeatureSet:
     """Write ``matrix`` (n, dim) as one shard of the set that ``provenance`` describes; the rows
     become the dataset's current items. ``contents`` identify each item's input (default: a hash of
-    its id, so several sets imported for the same ids stay current together)."""
+    its id, so several sets imported for the same ids stay current together). Rows whose (id, content) the
+    set already holds are not written again: pass new ``contents`` for inputs whose vectors changed."""
     from ..splits import assign_items
     from .runlog import changes, counts
 
@@ -46,6 +47,12 @@ def import_arrays(store: FeatureStore, provenance: dict[str, Any], ids: Sequence
     dataset.publish(items, {"manifest_sha256": digest, "changes": counts(rows), "source": source,
                             "feature_set": f"{provenance['dataset']}/{provenance['extractor']}"}, rows)
     fs = store.create(provenance)
-    empty = reject_table([], [], [], [], [], [], [])
-    fs.write_shard(digest[:16], part_table(id_array, contents, matrix), empty, n)
+    held = fs.keys()
+    held = set(zip(held["id"].to_pylist(), held["content"].to_pylist()))
+    new = np.array([(i, c) not in held for i, c in zip(id_array.to_pylist(), contents.to_pylist())], bool)
+    if new.any():
+        empty = reject_table([], [], [], [], [], [], [])
+        rows = pa.array(np.flatnonzero(new))
+        fs.write_shard(digest[:16], part_table(id_array.take(rows), contents.take(rows), matrix[new]), empty,
+                       int(new.sum()))
     return fs

@@ -201,6 +201,11 @@ class FeatureStore:
         for name, fs in views:
             if fs.path not in sql:
                 sql[fs.path] = view_sql(fs, relation)
+                for extra in ("audit", "neighbors"):  # the set's latest audit findings and neighbours
+                    latest = files.join(fs.path, f"_{extra}", "latest.parquet")
+                    if files.exists(self.fs, latest):
+                        short = view_name(fs.manifest["dataset"], fs.manifest["extractor"])
+                        con.execute(f'CREATE OR REPLACE VIEW "{short}_{extra}" AS SELECT * FROM {relation([latest])}')
                 for head in files.list_names(self.fs, files.join(fs.path, "_predictions")):
                     if head.endswith(".parquet") and not head.startswith("."):
                         view = view_name(fs.manifest["dataset"], head[:-8]) + "_predictions"
@@ -236,9 +241,10 @@ def view_sql(fs: FeatureSet, relation=None) -> tuple[str, str]:
     parts, items = relation(fs.files()), relation([fs.items.items_path])
     frames = ", p.frames" if fs.manifest.get("frame_dim") else ""
     split = "coalesce(i.split, i.assigned_split)" if _has_assigned(fs) else "i.split"
+    preview = ", i.preview" if _has_assigned(fs) else ""  # the start of a text item's text (null for files)
     features = (f"SELECT p.id, i.label, {split} AS split, i.source, CASE WHEN p.row_meta IS NULL THEN i.meta "
                 f"WHEN i.meta IS NULL THEN p.row_meta ELSE map_concat(i.meta, p.row_meta) END AS meta, "
-                f"p.features{frames} FROM {parts} p JOIN {items} i "
+                f"p.features{frames}{preview} FROM {parts} p JOIN {items} i "
                 f"ON p.item = i.id AND p.content = i.content QUALIFY row_number() OVER (PARTITION BY p.id) = 1")
     reject_files = fs.files("rejects")
     if not reject_files:

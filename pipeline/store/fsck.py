@@ -19,7 +19,8 @@ from .featureset import FeatureSet, load_manifest
 from .lease import Lease, held
 from .schema import PROVENANCE_KEY, parse_provenance
 
-_SET_ENTRIES = {"_manifest.json", "_done", "_plan", "_predictions", "_lease.json", "_lease.lock", "_suspect"}
+_SET_ENTRIES = {"_manifest.json", "_done", "_plan", "_predictions", "_lease.json", "_lease.lock", "_suspect", "_index",
+                "_audit", "_neighbors", "_drift"}
 _IDENTITY = ("config_id", "dim", "frame_dim", "sparse", "tensor", "extractor", "dataset")
 
 

@@ -10,13 +10,14 @@ import pyarrow.parquet as pq
 
 from ..errors import StoreError
 from ..progress import log
+from .matrix import csr_tensor, feature_matrix
 from .rows import current_rejects, current_view
 from .schema import PROVENANCE_KEY, REJECT_SCHEMA, REJECT_VIEW_SCHEMA, parse_provenance
 
 _PART_ONLY = ("id", "features", "frames")
 _WARNED: set = set()
 # Columns a reader may ask for beyond the view's schema: the item's content hash (its identity).
-_EXTRA = {"content": pa.field("content", pa.string())}
+_EXTRA = {"content": pa.field("content", pa.string()), "preview": pa.field("preview", pa.string())}
 
 
 class FeatureSetReader:
@@ -168,6 +169,16 @@ class FeatureSetReader:
         ids, x, labels = self.numpy(split=split, label=label)
         return ids, (csr_tensor(x, device) if not isinstance(x, np.ndarray) else torch.tensor(x, device=device)), labels
 
+    def neighbors(self, ids: Sequence[str] | None = None, vectors=None, k: int = 10, metric: str = "cosine",
+                  method: str = "auto") -> pa.Table:
+        """The ``k`` nearest items of the current view to each of ``ids`` (the view's own rows, each skipping
+        itself; all rows when None) or to ``vectors`` (with ``ids`` naming them): query, neighbor, rank,
+        score (cosine similarity, or minus the squared L2 distance), label, split. Exact search up to a
+        size, an index kept beside the set beyond it (store/neighbors.py)."""
+        from .neighbors import search
+
+        return search(self, list(ids) if ids is not None else None, vectors, k, metric, method)
+
     def __repr__(self) -> str:
         markers = self.done_markers()
         return (f"FeatureSet({self.name!r}, rows={sum(m['rows'] for m in markers.values())}, dim={self.dim}, "
@@ -181,47 +192,3 @@ class FeatureSetReader:
         if not self.files():
             raise StoreError(f"{self.path}: feature set has no committed shards yet")
         return con.from_arrow(self.table())
-
-
-def feature_matrix(column: pa.ChunkedArray | pa.Array, dim: int | None = None):
-    """fixed_size_list<float32>[dim] column (or a tensor set's bfloat16 bits) -> contiguous float32
-    (n, dim) array; a sparse column
-    (indices + values, see ``schema.SPARSE_TYPE``) -> scipy CSR matrix (n, dim), ``dim`` required."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if pa.types.is_struct(array.type):
-        return _csr(array, dim)
-    dim = array.type.list_size
-    if len(array) == 0:
-        return np.zeros((0, dim), np.float32)
-    values = array.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-    if values.dtype == np.uint16:  # a tensor set's bfloat16 bits
-        from ..registry import from_bf16_bits
-
-        return from_bf16_bits(values)
-    return values.astype(np.float32, copy=False)
-
-
-def _csr(array: pa.StructArray, dim: int | None):
-    import scipy.sparse as sp
-
-    if dim is None:
-        raise ValueError("a sparse feature column needs its width (the feature set's dim)")
-    indices, values = array.flatten()  # children as seen through the struct's own slice
-    offsets = indices.offsets.to_numpy()
-    start = offsets[0]
-    cols = indices.values.to_numpy()[start:offsets[-1]]
-    data = values.values.to_numpy(zero_copy_only=False)[start:offsets[-1]].astype(np.float32, copy=False)
-    return sp.csr_matrix((data, cols, offsets - start), shape=(len(array), dim))
-
-
-def csr_tensor(x, device: str = "cpu") -> Any:
-    """A scipy CSR matrix as a torch sparse CSR tensor (float32, int64 indices)."""
-    import warnings
-
-    import torch
-
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": the products mmfeat uses are stable
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(torch.from_numpy(x.indptr.astype(np.int64)),
-                                       torch.from_numpy(x.indices.astype(np.int64)),
-                                       torch.from_numpy(x.data.astype(np.float32)), size=x.shape).to(device)

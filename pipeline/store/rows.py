@@ -113,7 +113,7 @@ def current_view(parts: pa.Table, items: pa.Table, columns: list[str], what: str
     where = pc.index_in(item_keys(parts["item"], parts["content"]), value_set=item_key)
     out = {}
     for name in columns:
-        if name in ("label", "source"):
+        if name in ("label", "source", "preview"):
             out[name] = items[name].combine_chunks().take(where)
         elif name == "split":
             out[name] = pc.coalesce(items["split"].combine_chunks(), items["assigned_split"].combine_chunks()).take(where)

@@ -78,7 +78,8 @@ def _audioread(path: str, soundfile_error: str, check=None) -> tuple[np.ndarray,
     try:
         with audioread.audio_open(path, backends=audioread.available_backends()) as f:
             rate, channels = f.samplerate, f.channels
-            if check is not None:  # the header's duration, before a byte of PCM is held
+            if check is not None:  # the header's rate, channels and duration, before a byte of PCM is held
+                check(rate, channels, 0)
                 check(rate, channels, int((f.duration or 0) * rate))
             pcm = b"".join(f)
     except (audioread.DecodeError, OSError, EOFError) as exc:
