@@ -101,10 +101,14 @@ def _neighbors_args(n: argparse.ArgumentParser) -> None:
     n.add_argument("--metric", choices=("cosine", "l2"), default="cosine")
 
 
+# The defaults of pipeline/insight/audit.py's AuditConfig (a test keeps them equal; importing it here would
+# slow every --help down).
+AUDIT_KEYS = "near_duplicate=0.9, k=10, outliers=0.01, label_folds=5, examples=6, method=auto"
+
+
 def _audit_args(a: argparse.ArgumentParser) -> None:
     a.add_argument("feature_set", metavar="FEATURE_SET")
-    a.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="near_duplicate=0.95, k=10, outliers=0.01, label_folds=5, examples=6, method=auto")
+    a.add_argument("--set", action="append", metavar="KEY=VALUE", help=AUDIT_KEYS)
 
 
 def _drift_args(d: argparse.ArgumentParser) -> None:

@@ -3,7 +3,7 @@ that they cannot drift: ``python scripts/render_docs.py`` rewrites them; ``--che
 stale (tests/test_readme.py runs it).
 
 A table sits between ``<!-- options:NAME -->`` and ``<!-- /options -->``, NAME being an extractor name,
-``head`` (the keys every head kind takes) or ``kind:NAME`` (one head kind's own keys)."""
+``head`` (the keys every head kind takes), ``kind:NAME`` (one head kind's own keys) or ``audit``."""
 from __future__ import annotations
 
 import glob
@@ -22,6 +22,10 @@ def table(name: str) -> str:
 
     if name == "head":
         return markdown_table(HeadConfig, runtime_note=False)
+    if name == "audit":
+        from pipeline.insight.audit import AuditConfig
+
+        return markdown_table(AuditConfig, runtime_note=False)
     if name.startswith("kind:"):
         return markdown_table(kinds()[name[5:]].params_type, runtime_note=False)
     return markdown_table(extractor_class(name).config_type)

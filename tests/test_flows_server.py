@@ -52,6 +52,29 @@ def server(tmp_path_factory):
     proc.wait(30)
 
 
+def _drifted_night_runs_the_audit(env, api, feature_set: str, head: str) -> None:
+    """prefect.yaml's trigger: the mmfeat.drift event of a drifted night starts the audit deployment. The
+    figures are measured; only the verdict is forced (the statistics are tests/test_insight.py's)."""
+    code = ("import sys; from pipeline.insight import drift; from flows.know import publish_drift; "
+            "f = drift(sys.argv[1], sys.argv[2], 'all'); f['drifted'] = True; publish_drift(f, None)")
+    r = subprocess.run([sys.executable, "-c", code, feature_set, head], env=env, cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    deadline, audits = time.time() + 300, []
+    while time.time() < deadline:
+        runs = _api(f"{api}/flow_runs/filter", {"flow_runs": {"name": {}}})
+        audits = [r for r in runs if "feature_set" in r["parameters"]]
+        if any(r["state_type"] in ("COMPLETED", "FAILED", "CRASHED") for r in audits):
+            break
+        time.sleep(2)
+    assert audits and audits[0]["state_type"] == "COMPLETED", [(r["name"], r["state_type"]) for r in audits]
+    assert audits[0]["parameters"]["feature_set"] == feature_set
+    from pipeline.store import FeatureStore
+
+    fs = FeatureStore(env["MMFEAT_STORE"]).resolve(feature_set)
+    assert os.path.exists(os.path.join(fs.path, "_audit", "latest.parquet"))
+
+
 def _prefect(env, *args, timeout=300):
     r = subprocess.run([os.path.join(BIN, "prefect"), *args], env=env, cwd=ROOT, capture_output=True, text=True,
                        timeout=timeout)
@@ -96,6 +119,7 @@ def test_deploy_run_extract_and_chained_train_head(server):
             assert os.path.exists(os.path.join(heads_dir, head, "latest", f))
         artifacts = _api(f"{api}/artifacts/filter", {})
         assert {"progress", "table", "markdown"} <= {a["type"] for a in artifacts}
+        _drifted_night_runs_the_audit(env, api, feature_set, head)
     finally:
         worker.terminate()
         worker.wait(30)

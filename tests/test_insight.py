@@ -144,3 +144,12 @@ def test_texts_are_readable_beside_their_rows(store):
         len(table["preview"][0].as_py()) > 20
     con = FeatureStore(store).duckdb()
     assert con.execute("SELECT preview FROM texts__word2vec LIMIT 1").fetchone()[0]
+
+
+def test_the_audit_help_shows_the_config_defaults():
+    import dataclasses
+
+    from pipeline.cli import AUDIT_KEYS
+    from pipeline.insight import AuditConfig
+
+    assert AUDIT_KEYS == ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(AuditConfig))

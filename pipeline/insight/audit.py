@@ -68,7 +68,7 @@ def audit(feature_set: str, overrides: dict | None = None, store: str | None = N
     from .report import audit_report
 
     report = audit_report(fs, findings, counts, x, view, cfg)
-    log.info("%s: %s", fs.name, ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
+    log.debug("%s: %s", fs.name, ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
     return {"feature_set": fs.name, "rows": len(ids), "counts": counts, "leaks": counts["leak"], "path": path,
             "report": report, "config": dataclasses.asdict(cfg)}
 
