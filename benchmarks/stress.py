@@ -1,6 +1,7 @@
-"""Reliability stress: a kill storm, concurrent writer pairs, and a fuzz corpus of every input format.
+"""Reliability stress: a kill storm, concurrent writer pairs, a fuzz corpus of every input format, and the
+damage suite (benchmarks/damage.py: 24 kinds of store damage, races of warm processes, S3 kills).
 
-    .venv/bin/python benchmarks/stress.py [--kills 20] [--pairs 8] [--fuzz 60]
+    .venv/bin/python benchmarks/stress.py [--kills 20] [--pairs 8] [--fuzz 60] [--no-damage]
 
 Each extract runs in its own process (so a crash, a hang or the memory it takes is measured, not
 shared). Prints one table: inputs tried, crashes (tracebacks), hangs (over 120 s), duplicate ids,
@@ -122,16 +123,31 @@ def main() -> None:
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--fuzz", type=int, default=60, help="mutated files per format")
+    ap.add_argument("--no-damage", action="store_true", help="skip the damage suite (benchmarks/damage.py)")
+    ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data"))
     args = ap.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     random.seed(0)
     work = scratch_dir("mmfeat-stress-")
     rows = [kill_storm(work, args.kills), writer_pairs(work, args.pairs), fuzz(work, args.fuzz)]
+    damaged = []
+    if not args.no_damage:
+        import damage
+
+        texts = damage.manifests(work, args.data)
+        damaged = damage.damage_suite(work, texts)
+        rows += [damage.warm_races(work, texts["a"]), damage.s3_kills(work, texts["a"])]
     print(f"\nmmfeat reliability stress; {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}\n")
     print("| scenario | extract runs / inputs | crashes | hangs | duplicate ids | non-finite rows | peak RSS (MiB) | notes |")
     print("|---|---|---|---|---|---|---|---|")
     for name, tried, crashes, hangs, dupes, nonfinite, peak, notes in rows:
-        print(f"| {name} | {tried} | {crashes} | {hangs} | {dupes} | {nonfinite} | {peak:.0f} | {notes} |")
+        print(f"| {name} | {tried} | {crashes} | {hangs} | {dupes} | {nonfinite} | "
+              f"{'-' if peak is None else f'{peak:.0f}'} | {notes} |")
+    if damaged:
+        print("\n| damage to dataset a | crashes | whole-store failures | silent wrong features | lost rows "
+              "| peak RSS (MiB) | reruns and fsck said |\n|---|---|---|---|---|---|---|")
+        for kind, crashes, whole, wrong, lost, peak, said in damaged:
+            print(f"| {kind} | {crashes} | {whole} | {wrong} | {lost} | {peak:.0f} | {said or 'healed'} |")
     shutil.rmtree(work, ignore_errors=True)
 
 

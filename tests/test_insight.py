@@ -32,6 +32,16 @@ def test_neighbours_exact_and_indexed_agree_and_the_index_follows_the_view(store
     assert exact["query"].to_pylist()[0] == "v00001" and "v00001" not in exact["neighbor"].to_pylist()[:5]
     overlap = len(set(exact["neighbor"].to_pylist()) & set(indexed["neighbor"].to_pylist())) / 10
     assert overlap >= 0.9
+    from pipeline.store import neighbors as nb
+
+    nb._LOADED.clear()  # as a new process: the index comes from its files, with its keys
+    assert fs.neighbors(["v00001", "v00002"], k=5, method="index").equals(indexed)
+    index_file = os.path.join(fs.path, "_index", "ivf-cosine.faiss")
+    os.remove(index_file + ".json")  # a writer killed before its record: rebuilt, never served with wrong keys
+    with open(index_file, "r+b") as f:
+        f.truncate(100)
+    nb._LOADED.clear()
+    assert fs.neighbors(["v00001", "v00002"], k=5, method="index").equals(indexed)
     fs, _ = _vectors(store, n=11000)  # items removed: the index is updated, never served stale
     again = fs.neighbors(["v00001"], k=5, method="index")
     assert all(int(n[1:]) < 11000 for n in again["neighbor"].to_pylist())

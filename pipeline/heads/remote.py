@@ -48,15 +48,13 @@ def names(store: FeatureStore) -> list[str]:
 
 def fetch(store: FeatureStore, name: str) -> str:
     """The local copy of head ``name``'s latest run (downloaded once per run into the cache)."""
-    from ..extractors.text.models import cache_dir
-
     base = files.join(store.root, "_heads", check_name("head", name))
     try:
         run = files.read_json(store.fs, files.join(base, "latest.json"))["run"]
         check_name("run", run)
     except (OSError, ValueError, KeyError, TypeError):
         raise MmfeatError(f"no head {name!r} in {store.uri} (no readable _heads/{name}/latest.json)") from None
-    local = os.path.join(cache_dir(), "heads", store.root.replace("/", "_"), name, run)
+    local = os.path.join(files.cache_dir(), "heads", store.root.replace("/", "_"), name, run)
     if os.path.isfile(os.path.join(local, "head.json")):
         return local
     with files.staged_local_folder(local, "head.json") as staging:

