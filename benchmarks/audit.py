@@ -9,7 +9,7 @@ Damage, made in a scratch folder from the dev sets (nothing is committed):
   8 words or more, a word's case changed, or a filler word added); clips at 0.8 gain, through Ogg Vorbis.
 * 5% of all labels flipped at random to another class.
 * a foreign night for drift: photos from scikit-learn's bundled handwritten digits (upsampled), texts from
-  the other text set; beside it a random half of the same data, where nothing drifted.
+  the other text set, clips of generated tones and noise bursts; beside it a random half of the same data, where nothing drifted.
 Printed beside each figure: an honest baseline (what chance, or a trivial detector, would score).
 """
 from __future__ import annotations

@@ -60,8 +60,8 @@ def _marker(store):
 
 KINDS = {
     "empty marker": lambda s, r: open(_marker(s), "w").close(),
-    "marker with wrong row count": lambda s, r: open(_marker(s), "w").write(
-        json.dumps({**json.load(open(_marker(s))), "rows": 7})),
+    "marker with wrong row count": lambda s, r: (lambda m, p: open(p, "w").write(json.dumps({**m, "rows": 7})))(
+        json.load(open(_marker(s))), _marker(s)),
     "deleted part": lambda s, r: os.remove(_part(s)),
     "deleted rejects": lambda s, r: [os.remove(p) for p in glob.glob(os.path.join(_set_dir(s), "rejects-*"))[:1]],
     "part as a folder": lambda s, r: (lambda p: (os.remove(p), os.mkdir(p)))(_part(s)),

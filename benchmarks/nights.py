@@ -11,7 +11,7 @@ baseline: same rows, labels and features, and what it costs).
 The nights are made from the set's manifest (its split column dropped, so that the store assigns splits):
 night 1 holds 60% of the items; each later night adds 150, removes 40, relabels 25 (to another class) and
 edits 10 texts (a word appended); night 3 adds an empty text; night 5's first run is killed (SIGKILL) 15 s in
-and rerun; before night 7 the largest part file is truncated to 1000 bytes.
+(the moment its first shard commits) and rerun; before night 7 the largest part file is truncated to 1000 bytes.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import sys
 import time
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -74,18 +75,22 @@ class Nights:
                 f.write(json.dumps({"id": i, **row}) + "\n")
 
 
-def killed_run(manifest: str, store: str, extractor: str, after_s: float) -> str:
+def killed_run(manifest: str, store: str, extractor: str, set_path: str) -> str:
+    """The night's extract in its own process, SIGKILLed the moment its first shard commits (mid-run)."""
     code = ("import sys; from pipeline.extract import extract; "
-            "extract(sys.argv[1], 'text', sys.argv[3], store=sys.argv[2], progress=False, shard_size=64)")
+            "extract(sys.argv[1], 'text', sys.argv[3], store=sys.argv[2], dataset='news', progress=False, "
+            "shard_size=32)")
+    markers = os.path.join(set_path, "_done")
+    before = set(os.listdir(markers))
     proc = subprocess.Popen([sys.executable, "-c", code, manifest, store, extractor], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        proc.wait(after_s)
+    while proc.poll() is None and set(os.listdir(markers)) <= before:
+        time.sleep(0.005)
+    if proc.poll() is not None:
         return f"finished before the kill (exit {proc.returncode})"
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        return "killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return f"killed after {len(set(os.listdir(markers)) - before)} of its shards committed"
 
 
 def damage(store_path: str) -> str:
@@ -124,7 +129,7 @@ def one_night(night: int, nights: Nights, work: str, store: str, extractor: str,
         from pipeline.store import FeatureStore
 
         before = FeatureStore(store).dataset("news").current().num_rows
-        notes.append(f"first run {killed_run(manifest, store, extractor, 15)}")
+        notes.append(f"first run {killed_run(manifest, store, extractor, fs_path)}")
         after = FeatureStore(store).dataset("news").current().num_rows
         notes.append("view unchanged by it" if after == before else f"VIEW CHANGED {before} -> {after}")
     start = time.perf_counter()
@@ -140,7 +145,8 @@ def main() -> None:
     ap.add_argument("--nights", type=int, default=10)
     args = ap.parse_args()
     from pipeline.heads import train_head
-    from pipeline.store import FeatureStore, gc
+    from pipeline.store import FeatureStore
+    from pipeline.store.maintenance import gc
 
     with open(os.path.join(args.data, args.set, "manifest.csv"), newline="", encoding="utf-8") as f:
         rows = [{"id": r["id"], "text": r["text"], "label": r["label"]} for r in csv.DictReader(f)]
@@ -175,11 +181,13 @@ def baseline(work: str, store: str, extractor: str, last: dict) -> dict:
     fresh = extract(os.path.join(work, "news.jsonl"), "text", extractor, dataset="news",
                     store=os.path.join(work, "fresh"), progress=False)
     seconds = time.perf_counter() - start
-    a = FeatureStore(store).resolve(last["feature_set"]).numpy()
-    b = FeatureStore(os.path.join(work, "fresh")).resolve(fresh["feature_set"]).numpy()
-    same_ids = list(a[0]) == list(b[0]) and list(a[2]) == list(b[2])
-    gap = float(np.abs(a[1] - b[1]).max()) if same_ids else float("nan")
-    return {"seconds": seconds, "same_ids_labels": same_ids, "max_feature_gap": gap, "rows": len(b[0])}
+    a = FeatureStore(store).resolve(last["feature_set"]).table(columns=["id", "label", "features"])
+    b = FeatureStore(os.path.join(work, "fresh")).resolve(fresh["feature_set"]).table(columns=["id", "label", "features"])
+    a, b = (t.take(pc.sort_indices(t["id"])) for t in (a, b))
+    same_ids = a["id"].equals(b["id"]) and a["label"].equals(b["label"])
+    gap = float(np.abs(np.stack(a["features"].to_numpy(zero_copy_only=False)) -
+                       np.stack(b["features"].to_numpy(zero_copy_only=False))).max()) if same_ids else float("nan")
+    return {"seconds": seconds, "same_ids_labels": same_ids, "max_feature_gap": gap, "rows": b.num_rows}
 
 
 def print_table(args, table, as_of, base) -> None:

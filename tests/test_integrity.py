@@ -74,6 +74,23 @@ def test_fsck_trusts_the_footers_over_one_bad_manifest(store, tmp_path):
     assert extract(manifest, "text", "test-hash", store=store, shard_size=10, dataset="m")["processed"] == 0
 
 
+@pytest.mark.parametrize("bad", [{"dim": 99}, {"frame_dim": 3}, "deep", "deleted"])
+def test_the_next_extract_puts_a_damaged_manifest_right(store, tmp_path, bad):
+    manifest, fs = _set(store, tmp_path)
+    where = os.path.join(fs.path, "_manifest.json")
+    good = json.load(open(where))
+    if bad == "deep":
+        open(where, "w").write("[" * 5000 + "]" * 5000)
+    elif bad == "deleted":
+        os.remove(where)
+    else:
+        json.dump({**good, **bad}, open(where, "w"))
+    again = extract(manifest, "text", "test-hash", store=store, shard_size=10, dataset="m")
+    assert again["rows"] == 30 and again["processed"] == 0  # nothing re-extracted: the parts were healthy
+    assert {k: v for k, v in json.load(open(where)).items() if k != "created"} == \
+        {k: v for k, v in good.items() if k != "created"}
+
+
 @pytest.mark.parametrize("bad", [{"frame_dim": -5}, {"frame_dim": "x"}, {"frame_dim": 2 ** 40}, {"dim": 0},
                                  {"tensor": {"shape": [2, 2], "dtype": "bfloat16"}}, "deep"])
 def test_one_damaged_manifest_never_breaks_the_store_s_tools(store, tmp_path, bad, capsys):
@@ -185,6 +202,19 @@ def test_a_lease_no_holder_writes_never_blocks_nor_crashes(tmp_path, held):
     assert Lease(LOCAL, str(tmp_path)).acquire()
 
 
+def test_a_folder_where_the_lease_belongs(tmp_path):
+    from pipeline.store.files import LOCAL
+    from pipeline.store.lease import Lease
+
+    (tmp_path / "_lease.json").mkdir()  # empty: damage no holder writes, cleared
+    assert Lease(LOCAL, str(tmp_path)).acquire() and (tmp_path / "_lease.json").is_file()
+    os.remove(tmp_path / "_lease.json")
+    (tmp_path / "_lease.json").mkdir()
+    (tmp_path / "_lease.json" / "note").write_text("x")  # holding files: named, left alone
+    with pytest.raises(StoreError, match="folder holding files"):
+        Lease(LOCAL, str(tmp_path)).acquire()
+
+
 def test_a_live_holder_in_another_pid_namespace_is_never_judged_dead(tmp_path):
     from pipeline.store.files import LOCAL
     from pipeline.store.lease import Lease, identity
@@ -211,6 +241,9 @@ def test_rm_waits_for_the_writer(store, tmp_path):
         assert os.path.isdir(fs.path) and FeatureStore(store).resolve(fs.name).table().num_rows == 30
     finally:
         writer.kill()
+    writer.wait()
+    remove(FeatureStore(store), fs.name)  # the writer is gone: removed whole, no lock file left behind
+    assert not os.path.exists(fs.path) and fsck(FeatureStore(store)) == []
 
 
 TAMPER = {
@@ -351,3 +384,18 @@ def _key():
     from pipeline.config import canonical_json, sha256_text
 
     return sha256_text(canonical_json({"version": "1", "config": {}}))[:12]
+
+
+def test_damaged_fitted_state_is_named_and_removed_by_fsck(tmp_path):
+    import glob
+
+    store = str(tmp_path / "st")
+    texts = os.path.join(os.path.dirname(__file__), "..", "sample_data", "texts.jsonl")
+    extract(texts, "text", "word2vec", {"min_count": "1"}, store=store)
+    (vectors,) = glob.glob(os.path.join(store, "texts", ".state", "*", "vectors.bin"))
+    os.truncate(vectors, 10)
+    with pytest.raises(MmfeatError, match="fsck --repair removes the state"):
+        extract(texts, "text", "word2vec", {"min_count": "1"}, store=store)
+    (finding,) = fsck(FeatureStore(store), repair=True)
+    assert "fitted state damaged" in finding["problem"] and finding["repaired"]
+    assert extract(texts, "text", "word2vec", {"min_count": "1"}, store=store)["rows"] == 60  # fitted anew

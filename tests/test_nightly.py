@@ -114,10 +114,12 @@ def test_heads_pin_their_rows_through_gc_and_retrain_as_of(store, tmp_path):
     s = extract(manifest, "text", "test-hash", store=store, dataset="pin")
     card = train_head([s["feature_set"]], None, store)  # in the store's _heads
     rows = _rows(manifest)
+    for r in rows[:5]:
+        r["text"] += " edited"  # the head keeps the old texts' rows; the view gets the new ones
     extract(_write(manifest, rows[:50]), "text", "test-hash", store=store, dataset="pin")  # 30 items leave
     dry = json.loads(_cli(["gc", "--dry-run", "--json", "--store", store]))
     real = json.loads(_cli(["gc", "--json", "--store", store]))
-    assert dry == real and real["rows_pinned"] == 30 and real["rows_dropped"] == 0
+    assert dry == real and real["rows_pinned"] == 35 and real["rows_dropped"] == 0
     again = train_head([s["feature_set"]], None, store, str(tmp_path / "again"), as_of=card["path"])
     assert again["metrics"]["accuracy"] == pytest.approx(card["metrics"]["accuracy"])
     assert again["metrics"]["confusion_matrix"] == card["metrics"]["confusion_matrix"]
@@ -127,7 +129,7 @@ def test_heads_pin_their_rows_through_gc_and_retrain_as_of(store, tmp_path):
     assert _cli(["rm", f"head:{name}", "--store", store]) and not os.path.exists(card["head_dir"])
     assert _cli(["rm", "head:again", "--store", store])  # the --out head's registration; its folder stays
     assert os.path.isdir(tmp_path / "again")
-    assert json.loads(_cli(["gc", "--json", "--store", store]))["rows_dropped"] == 30  # pins released
+    assert json.loads(_cli(["gc", "--json", "--store", store]))["rows_dropped"] == 35  # pins released
 
 
 def _cli(argv: list[str]) -> str:

@@ -1,6 +1,8 @@
 """The store root: create, list and resolve feature sets; DuckDB over all of them."""
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
 from typing import Any
@@ -14,6 +16,9 @@ from .items import DatasetItems
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 DEFAULT_ROOT = "./mmfeat-store"
+# What a set's config_id defines, so what a run can put right in a manifest damaged in a readable way.
+DEFINING = ("format", "dataset", "extractor", "config", "dim", "frame_dim", "tensor", "sparse", "modality")
+log = logging.getLogger("mmfeat")
 
 
 def default_root() -> str:
@@ -57,10 +62,19 @@ class FeatureStore:
         path = self.set_path(provenance["dataset"], provenance["extractor"], provenance["config_id"])
         manifest_path = files.join(path, "_manifest.json")
         if files.exists(self.fs, manifest_path):
-            manifest = load_manifest(self.fs, path)
-            if manifest["config_id"] != provenance["config_id"]:
+            try:
+                manifest = load_manifest(self.fs, path)
+            except StoreError as exc:  # damaged: this run knows what it should say
+                log.warning("%s: rewriting a damaged manifest from this run's provenance (%s)", path, exc)
+                manifest = None
+            if manifest is not None and manifest["config_id"] != provenance["config_id"]:
                 raise StoreError(f"{path}: holds config_id {manifest['config_id']}, not {provenance['config_id']}")
-            return FeatureSet(self.fs, path, manifest)
+            wrong = _disagreeing(manifest, provenance) if manifest is not None else []
+            if manifest is not None and not wrong:
+                return FeatureSet(self.fs, path, manifest)
+            if wrong:
+                log.warning("%s: the manifest's %s disagree with what its config_id defines; rewritten",
+                            path, ", ".join(wrong))
         files.write_json_atomic(self.fs, manifest_path, provenance)
         return FeatureSet(self.fs, path, load_manifest(self.fs, path))
 
@@ -269,3 +283,12 @@ def _has_assigned(fs: FeatureSet) -> bool:
 
 def view_name(dataset: str, extractor: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", f"{dataset}__{extractor}")
+
+
+def _disagreeing(manifest: dict[str, Any], provenance: dict[str, Any]) -> list[str]:
+    """The defining keys a stored manifest holds with another value than this run's provenance (keys an older
+    manifest lacks are not counted)."""
+    def plain(value):
+        return json.loads(json.dumps(value, sort_keys=True))
+
+    return [k for k in DEFINING if k in manifest and k in provenance and plain(manifest[k]) != plain(provenance[k])]

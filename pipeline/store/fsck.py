@@ -46,6 +46,7 @@ def fsck(store: FeatureStore, repair: bool = False) -> list[dict[str, Any]]:
         if dataset.startswith(("_", ".")):
             continue
         _check_dataset(store, dataset, found)
+        _check_states(store, dataset, found)
         for name in files.list_names(store.fs, files.join(store.root, dataset), pafs.FileType.Directory):
             if not name.startswith(("_", ".")):
                 _check_set(store, files.join(store.root, dataset, name), found)
@@ -70,6 +71,20 @@ def _check_dataset(store: FeatureStore, name: str, found: Findings) -> None:
     elif files.list_names(store.fs, files.join(items.path, "_log")):
         found.add(items.items_path, "the items table is missing", "restore the items of the last run's snapshot",
                   lambda: _restored(items))
+
+
+def _check_states(store: FeatureStore, dataset: str, found: Findings) -> None:
+    """Fitted state (word2vec, tf-idf) whose files differ from its marker: new items cannot be extracted with
+    it; removed, the next extract fits it anew (another config_id: a new set beside the readable old one)."""
+    from .state import MARKER, damaged_files
+
+    root = files.join(store.root, dataset, ".state")
+    for key in files.list_names(store.fs, root, pafs.FileType.Directory):
+        folder = files.join(root, key)
+        if files.exists(store.fs, files.join(folder, MARKER)) and damaged_files(store.fs, folder):
+            found.add(folder, f"fitted state damaged: {', '.join(damaged_files(store.fs, folder))} differ from "
+                      "its marker", "remove it: the stored rows stay readable, and the next extract fits the state "
+                      "anew (as a new feature set: its features differ)", lambda f=folder: store.fs.delete_dir(f))
 
 
 def _restored(items) -> None:

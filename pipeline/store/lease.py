@@ -76,10 +76,11 @@ class Lease:
 
     def holder(self) -> dict | None:
         """The lease as written by a live holder, or None (absent, or damaged: free)."""
+        if self.fs.get_file_info(self.path).type == files.pafs.FileType.Directory:
+            self._clear_folder()
+            return None
         try:
             obj = files.read_json(self.fs, self.path)
-        except IsADirectoryError:
-            raise StoreError(f"{self.path} is a directory, not a lease: remove it (mmfeat fsck --repair does)") from None
         except (OSError, ValueError, RecursionError):
             return None
         if not isinstance(obj, dict) or not isinstance(obj.get("token"), str) or not isinstance(obj.get("host"), str) \
@@ -89,6 +90,13 @@ class Lease:
         if obj["expires"] > time.time() + 2 * self.ttl_s:  # no holder writes that far ahead
             return None
         return obj
+
+    def _clear_folder(self) -> None:
+        """A folder where the lease belongs is damage no holder writes: an empty one goes; one holding files is
+        left for a person to look at."""
+        if files.list_names(self.fs, self.path):
+            raise StoreError(f"{self.path} is a folder holding files, not a lease: look inside, then remove it")
+        self.fs.delete_dir(self.path)
 
     def _free(self, held: dict | None) -> bool:
         """Free when absent, ours, expired, held by a dead process of this machine, or by this very process
@@ -144,6 +152,8 @@ class Lease:
     def release(self, quiet: bool = False) -> None:
         """Give the lease up (when this token holds it). ``quiet``: on the way out of a failure, where a
         second error would hide the first."""
+        if isinstance(self.fs, files.pafs.LocalFileSystem) and not os.path.isdir(os.path.dirname(self.path)):
+            return  # the set itself was removed under the lease (rm): nothing to give back, nothing to recreate
         try:
             with self._locked():
                 held = self.holder()

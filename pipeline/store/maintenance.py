@@ -50,11 +50,11 @@ def _gc_set(fs: FeatureSet, report: dict[str, Any], dry_run: bool, pinned: pa.Ar
         rejects = pq.read_table(fs.shard_path(shard, "rejects"), filesystem=fs.fs)
         live = pc.is_in(item_keys(part["item"], part["content"]), value_set=items)
         pin = pc.is_in(item_keys(part["id"], part["content"]), value_set=pinned)
-        keep = _first(part["id"], pc.or_(live, pin), seen_rows)
+        keep = _first(item_keys(part["id"], part["content"]), pc.or_(live, pin), seen_rows)
         report["rows_pinned"] += int((keep & ~live.to_numpy(zero_copy_only=False)).sum())
         rkeys = item_keys(rejects["id"], rejects["content"])
         rcurrent = pc.and_(pc.is_in(rkeys, value_set=items), pc.invert(pc.is_in(rkeys, value_set=extracted_keys)))
-        rkeep = _first(rejects["id"], rcurrent, seen_rejects)
+        rkeep = _first(rkeys, rcurrent, seen_rejects)
         if keep.all() and rkeep.all():
             continue
         report["rows_dropped"] += int((~keep).sum())
@@ -76,13 +76,14 @@ def _rewrite(fs: FeatureSet, shard: str, part: pa.Table, rejects: pa.Table) -> N
     files.delete_if_exists(fs.fs, fs.shard_path(shard, "rejects"))
 
 
-def _first(ids: pa.ChunkedArray, wanted: pa.Array, seen: set[str]) -> np.ndarray:
-    """Mask of rows that are wanted and the first row of their id across the set's shards."""
+def _first(keys: pa.Array, wanted: pa.Array, seen: set[str]) -> np.ndarray:
+    """Mask of rows that are wanted and the first row of their (id, content) key across the set's shards: an
+    item's current row and the older content a head pins are both kept; a row two writers stored, once."""
     mask = wanted.to_numpy(zero_copy_only=False).copy()
-    for i, row_id in enumerate(ids.to_pylist()):
+    for i, key in enumerate(keys.to_pylist()):
         if mask[i]:
-            mask[i] = row_id not in seen
-            seen.add(row_id)
+            mask[i] = key not in seen
+            seen.add(key)
     return mask
 
 

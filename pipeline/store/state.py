@@ -55,7 +55,15 @@ def with_state(store, dataset: str, extractor, use: Callable[[str], None], can_f
 
 
 def _local(folder: str, use: Callable[[str], None], can_fit: bool, name: str) -> None:
-    if os.path.isfile(os.path.join(folder, MARKER)) or _legacy(folder):
+    if os.path.isfile(os.path.join(folder, MARKER)):
+        damaged = damaged_files(files.LOCAL, folder)
+        if damaged:
+            raise MmfeatError(f"{name}: {damaged[0]} differs from its marker (damaged). The stored rows stay "
+                              "readable; mmfeat fsck --repair removes the state, and the next extract fits it "
+                              "anew (a new feature set)")
+        use(folder)
+        return
+    if _legacy(folder):
         use(folder)
         return
     if not can_fit:
@@ -65,6 +73,22 @@ def _local(folder: str, use: Callable[[str], None], can_fit: bool, name: str) ->
         digests = {n: files.sha256(files.LOCAL, os.path.join(staging, n)) for n in sorted(os.listdir(staging))}
         with open(os.path.join(staging, MARKER), "w") as f:
             json.dump({"files": digests}, f, sort_keys=True)
+
+
+def damaged_files(fs, folder: str) -> list[str]:
+    """The files of a fitted state (a folder with its marker) whose bytes differ from the marker's digests."""
+    marker = _marker(fs, folder)
+    if marker is None:
+        return [MARKER]
+    bad = []
+    for name, digest in marker["files"].items():
+        try:
+            same = files.sha256(fs, files.join(folder, name)) == digest
+        except OSError:
+            same = False
+        if not same:
+            bad.append(name)
+    return bad
 
 
 def _legacy(folder: str) -> bool:
