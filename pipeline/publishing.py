@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import MmfeatError
+from .rejects import FIXES
 from .store import FeatureStore
 from .store.lease import Lease
 from .store.pending import read_pending, remove_pending
@@ -51,10 +52,13 @@ def check_rejects(summary: dict[str, Any], max_fraction: float) -> None:
     n, rejected = summary["items"], summary["rejected"]
     if not n or rejected / n <= max_fraction or (rejected < MIN_REJECTS_TO_FAIL and summary["rows"] > 0):
         return
-    shown = ", ".join(f"{r} {c}" for r, c in sorted(summary["rejects_by_reason"].items(), key=lambda kv: -kv[1]))
+    ranked = sorted(summary["rejects_by_reason"].items(), key=lambda kv: -kv[1])
+    shown = ", ".join(f"{r} {c}" for r, c in ranked)
+    fix = FIXES.get(ranked[0][0]) if ranked else None
     raise TooManyRejects(f"{summary['feature_set']}: {rejected} of {n} items rejected ({rejected / n:.0%} > "
                          f"max_reject_fraction={max_fraction}): {shown}; nothing was published (the last run's "
-                         "items stay current, and the next run reports these changes again)")
+                         "items stay current, and the next run reports these changes again)"
+                         + (f". To fix: {fix}" if fix else ""))
 
 
 def _changed(handle, items, record: dict[str, Any]) -> bool:

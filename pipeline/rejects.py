@@ -62,6 +62,20 @@ for _name, _retry, _doc in (
     register_reason(_name, _retry, _doc)
 
 
+# What a user can do when most of a run's rejects have one reason (TooManyRejects says it).
+FIXES = {
+    "unsafe_path": "paths are read inside the manifest's folder; if you trust this manifest, "
+                   "--allow-absolute-paths (Python: allow_absolute=True) reads absolute paths",
+    "missing_file": "paths are read relative to the manifest's folder: check one with ls",
+    "not_audio": "is the modality right? leave --modality out and mmfeat infers it from the files",
+    "not_an_image": "is the modality right? leave --modality out and mmfeat infers it from the files",
+    "empty_text": "is the text column right? --columns text=NAME names it",
+    "null_text": "is the text column right? --columns text=NAME names it",
+    "no_known_words": "the Word2Vec vocabulary comes from another corpus (--fit-on): fit it on this one",
+    "unsupported_format": "install a decoder for the format (ffmpeg), then --retry-rejects",
+}
+
+
 def reason(name: str) -> Reason:
     """The registered reason; an unknown one is a bug in the extractor that raised it."""
     try:

@@ -74,6 +74,8 @@ def test_a_damaged_part_stops_no_command(store, tmp_path, capsys, caplog):
     assert run(["predict", str(tmp_path / "h"), s["feature_set"], "--store", store]) == 0
     assert run(["train-head", s["feature_set"], "--store", store, "--out", str(tmp_path / "h2")]) == 0
     assert os.path.basename(victim) in caplog.text  # named (on stderr through the CLI's log handler)
+    lost = train_head([s["feature_set"]], None, store, str(tmp_path / "h3"), as_of=str(tmp_path / "h"))
+    assert lost["data"]["pinned_rows_lost"] == 20  # the retrain says it is not the run's exact data
     again = extract(manifest, "text", "test-hash", store=store, shard_size=20)
     assert again["processed"] == 20 and again["rows"] == 60 and again["dropped_shards"]
 

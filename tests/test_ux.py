@@ -104,3 +104,19 @@ def test_macro_f1_counts_only_classes_present_and_the_interval():
     lo, hi = m["accuracy_ci95"]
     assert lo < 0.75 < hi and (lo, hi) == pytest.approx(wilson_interval(3, 4))
     assert wilson_interval(50, 50)[1] == 1.0 and wilson_interval(50, 50)[0] > 0.9
+
+
+def test_too_many_rejects_names_a_fix_that_works(tmp_path):
+    from pipeline.extract import TooManyRejects, extract
+    from pipeline.rejects import FIXES, reason
+
+    assert all(reason(name) for name in FIXES)  # every fix belongs to a registered reason
+    manifest = tmp_path / "m.csv"
+    images = os.path.join(SAMPLE, "images", "circles")
+    manifest.write_text("path,label\n" + "".join(f"{os.path.join(images, n)},c\n" for n in sorted(os.listdir(images))))
+    store = str(tmp_path / "st")
+    with pytest.raises(TooManyRejects, match="--allow-absolute-paths"):
+        extract(str(manifest), "image", "cnn", {"model": "efficientnet_lite0", "image_size": "64"}, store=store)
+    done = extract(str(manifest), "image", "cnn", {"model": "efficientnet_lite0", "image_size": "64"}, store=store,
+                   allow_absolute=True)  # the hint, followed
+    assert done["rejected"] == 0 and done["rows"] == len(os.listdir(images))

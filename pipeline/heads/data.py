@@ -41,6 +41,8 @@ def joined_table(sets: list[FeatureSet], missing: str, with_features: bool = Tru
     tables = [fs.table(columns=columns) if snapshot is None else fs.rows_for(_pins(snapshot, fs), columns)
               for fs in sets]
     order, report = _common_ids(sets, tables, missing)
+    if snapshot is not None:
+        report["pinned_rows_lost"] = _lost_pins(sets, tables, snapshot)
     base, parts, given = None, [], None
     for fs, t in zip(sets, tables):
         sub = t.take(pc.index_in(pa.array(order, pa.string()), value_set=t["id"]))
@@ -77,6 +79,16 @@ def _check_configs(sets: list[FeatureSet]) -> None:
         if key in names and names[key] != fs.config_id:
             raise MmfeatError(f"feature sets with mixed config_ids: {names[key]} and {fs.config_id} of {key[0]}/{key[1]}")
         names[key] = fs.config_id
+
+
+def _lost_pins(sets, tables, snapshot: pa.Table) -> int:
+    """Rows the snapshot pins that the store no longer holds (a damaged part whose items have since left
+    the manifest cannot be extracted again): said, since the retrain then differs from the run."""
+    lost = sum(_pins(snapshot, fs).num_rows - t.num_rows for fs, t in zip(sets, tables))
+    if lost:
+        log.warning("%d row(s) the head run trained on are gone from the store (a damaged part whose items "
+                    "have left the manifest): this retrain is not the run's exact data", lost)
+    return lost
 
 
 def _pins(snapshot: pa.Table, fs: FeatureSet) -> pa.Table:
