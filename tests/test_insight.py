@@ -144,6 +144,8 @@ def test_drift_against_a_head_tells_a_foreign_night_from_more_of_the_same(tmp_pa
     foreign = drift(s["feature_set"], head, "latest", store)
     assert foreign["rows"]["current"] == 24 and foreign["drifted"] and foreign["domain_auc"] > 0.9
     assert run(["drift", s["feature_set"], "--reference", head, "--store", store, "--json"]) == 0
+    with pytest.raises(MmfeatError, match="neither a head nor a run"):
+        drift(s["feature_set"], "no-such-head", "latest", store)
 
 
 def test_texts_are_readable_beside_their_rows(store):

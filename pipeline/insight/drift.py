@@ -70,7 +70,12 @@ def _reference(fs, reference: str, st) -> tuple[pa.Table, str | None]:
         return fs.rows_for(pins, ["id", "label", "features"]), run
     from ..store.items import check_run
 
-    path = files.join(fs.items.path, "_log", f"{check_run(reference)}.items.parquet")
+    try:
+        check_run(reference)
+    except MmfeatError:
+        raise MmfeatError(f"--reference {reference!r} is neither a head nor a run of {fs.manifest['dataset']} "
+                          f"(mmfeat heads and mmfeat log {fs.manifest['dataset']} list them)") from None
+    path = files.join(fs.items.path, "_log", f"{reference}.items.parquet")
     try:
         items = pq.read_table(path, filesystem=fs.fs)
     except (OSError, pa.ArrowInvalid):
