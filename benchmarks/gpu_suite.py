@@ -18,13 +18,17 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-FULL = {"image.py": ["2048"], "text.py": ["20000", "200000"], "audio.py": ["2000", "100"], "heads.py": ["100000"]}
-TINY = {"image.py": ["16"], "text.py": ["32", "5000"], "audio.py": ["8", "2"], "heads.py": ["2000"]}
+FINETUNE = ["--sets", "digits", "--fusion", "--device", "cuda"]  # the network fine-tune's recipe on CUDA
+FULL = {"image.py": ["2048"], "text.py": ["20000", "200000"], "audio.py": ["2000", "100"], "heads.py": ["100000"],
+        "finetune.py": FINETUNE + ["--minutes", "3"]}
+TINY = {"image.py": ["16"], "text.py": ["32", "5000"], "audio.py": ["8", "2"], "heads.py": ["2000"],
+        "finetune.py": ["--sets", "digits", "--fusion", "--minutes", "0.1", "--limit", "120"]}
 TARGETS = [  # (key in a RESULT line, target, how it is read)
     ("image_32px_pipeline_over_ceiling", 0.85, "image pipeline / eager bf16 channels_last ceiling, 32-px JPEGs"),
     ("text_news_texts_s", 60_000, "text pipeline, news-length texts/s"),
     ("audio_torch_over_librosa_all_cores", 50, "audio torch / librosa on all cores, 1-s clips"),
     ("heads_sweep_speedup_vs_sklearn", 10, "linear head sweep vs sklearn's same sweep"),
+    ("finetune_digits_gain_points", 5, "network fine-tune on 8x8 digits, points over the frozen head (3 min)"),
 ]
 
 

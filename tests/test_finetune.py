@@ -80,7 +80,7 @@ def test_network_finetune_on_images_closes_the_loop(tmp_path):
 
     root = str(tmp_path / "st")
     base = extract(IMAGES, "image", "cnn", {"image_size": "96"}, store=root, progress=False)["feature_set"]
-    card = train_head([base], {"head": "finetune", "tune_blocks": "2", "max_epochs": "3", "patience": "2"}, root,
+    card = train_head([base], {"head": "finetune", "tune_blocks": "2", "max_epochs": "3", "keep_probe": "false"}, root,
                       str(tmp_path / "ft"))
     info = card["data"]["finetune"]
     assert info["mode"] == "network" and info["tuned"] == ["_blocks.19", "_blocks.20", "_conv_head", "_bn1"]
@@ -130,7 +130,8 @@ def test_network_finetune_of_all_layers_runs_on_the_cpu(tmp_path):
     root = str(tmp_path / "st")
     base = extract(f"{IMAGES}/*/*.png", "image", "cnn", {"model": "efficientnet_lite0", "image_size": "64"},
                    dataset="pngs", store=root, progress=False, label_from_name="(?P<label>[a-z]+)_")["feature_set"]
-    card = train_head([base], {"head": "finetune", "max_epochs": "2", "patience": "1"}, root, str(tmp_path / "ft"))
+    card = train_head([base], {"head": "finetune", "max_epochs": "2", "keep_probe": "false"}, root,
+                      str(tmp_path / "ft"))
     info = card["data"]["finetune"]
     assert info["tuned"] == ["all layers"] and info["epochs_run"] >= 1 and info["precision"] == "float32"
     assert card["metrics"]["accuracy"] > card["metrics"]["majority_baseline_accuracy"]
@@ -237,8 +238,8 @@ def test_network_finetune_survives_an_image_broken_after_extraction(tmp_path):
                    progress=False)["feature_set"]
     victim = sorted((images / "circles").iterdir())[0]
     victim.write_bytes(b"not an image any more")
-    card = train_head([base], {"head": "finetune", "tune_blocks": "1", "max_epochs": "1", "patience": "1"}, root,
-                      str(tmp_path / "ft"))
+    card = train_head([base], {"head": "finetune", "tune_blocks": "1", "max_epochs": "1", "keep_probe": "false"},
+                      root, str(tmp_path / "ft"))
     info = card["data"]["finetune"]
     assert sum(info["missing_from_tuned_set"].values()) == 1  # rejected by the second extraction, and said so
     trained_on = info["unreadable_skipped"]
@@ -264,3 +265,22 @@ def test_tune_blocks_is_refused_where_it_would_mean_nothing(activations, tmp_pat
         train_head([name], {"head": "finetune", "tune_blocks": "2"}, root, str(tmp_path / "a"))
     with pytest.raises(MmfeatError, match="tune_blocks"):
         train_head([name], {"head": "linear", "tune_blocks": "2"}, root, str(tmp_path / "b"))
+
+
+def test_network_finetune_keeps_the_probe_when_tuning_does_not_beat_it_and_says_what_the_budget_allowed(tmp_path):
+    """Shapes the frozen probe already separates: the probe stays (nothing written, nothing extracted again),
+    the report says so plainly; a budget that fits no epoch trains none and says it was the budget."""
+    root = str(tmp_path / "st")
+    base = extract(IMAGES, "image", "cnn", {"model": "efficientnet_lite0", "image_size": "64"}, store=root,
+                   progress=False)["feature_set"]
+    card = train_head([base], {"head": "finetune", "max_epochs": "2"}, root, str(tmp_path / "ft"))
+    info = card["data"]["finetune"]
+    assert info["kept_probe"] and card["selected"]["epoch"] == 0 and info["probe_val_accuracy"] == 1.0
+    assert info["train_size"] == 64 and info["epochs_run"] == 2 and not info["budget_limited"]
+    assert card["feature_sets"][0]["name"] == base and not os.path.exists(tmp_path / "ft" / "networks")
+    report = open(card["path"] + "/report.md").read()
+    assert "did not beat the linear probe" in report and "nothing was written or extracted again" in report
+    broke = train_head([base], {"head": "finetune", "max_minutes": "0.001"}, root, str(tmp_path / "broke"))
+    info = broke["data"]["finetune"]
+    assert info["epochs_planned"] == 0 and info["epochs_run"] == 0 and info["budget_limited"] and info["kept_probe"]
+    assert "(budget-limited)" in open(broke["path"] + "/report.md").read()

@@ -152,7 +152,8 @@ def test_finetune_flow_tunes_a_top_from_activations_or_the_network_on_images(har
     assert json.load(open(card))["data"]["finetune"]["tuned"][0] == "_blocks.20"
     # activations=None: the network itself, its last 2 blocks, tuned on the images
     net = finetune_flow(os.path.join(SAMPLE, "images"), model="efficientnet_lite0", activations=None, tune_blocks=2,
-                        overrides={"max_epochs": "2"}, store=store, export_to=str(tmp_path / "net.pth"))
+                        overrides={"max_epochs": "2", "keep_probe": "false"}, store=store,
+                        export_to=str(tmp_path / "net.pth"))
     info = json.load(open(net))["data"]["finetune"]
     assert info["mode"] == "network" and info["tuned"][:2] == ["_blocks.14", "_blocks.15"]
     assert os.path.exists(tmp_path / "net.pth")

@@ -256,3 +256,40 @@ def test_sequence_head_on_frame_sequences(tmp_path):
     with pytest.raises(MmfeatError, match="frame sequences"):
         plain = extract("sample_data/audio", "audio", "spectral", {}, store=root, progress=False, max_reject_fraction=1.0)
         train_head([plain["feature_set"]], {"head": "sequence"}, root, str(tmp_path / "no"))
+
+
+def test_late_fusion_pools_per_set_classifiers_and_never_trails_its_best_part(store, tmp_path):
+    """Digit pixels (strong) fused with a few noisy columns (weak): early fusion shares one penalty; late
+    fusion fits one classifier per set and pools their logits with weights fitted on validation. The card
+    reports both on test, and the pool is one linear layer: the head predicts as any linear head."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    from pipeline.heads.fusion import pooled_linear
+
+    x, y = load_digits(return_X_y=True)
+    noisy = y[:, None] * 0.15 + np.random.default_rng(0).normal(size=(len(y), 3))
+    strong = _set(store, "mm", x, y, extractor="pixels")
+    weak = _set(store, "mm", noisy, y, extractor="noise")
+    alone = train_head([strong], {"sklearn_baseline": "false"}, store, str(tmp_path / "alone"))
+    card = train_head([strong, weak], {"fusion": "auto", "sklearn_baseline": "false"}, store, str(tmp_path / "f"))
+    fusion = card["data"]["fusion"]
+    assert fusion["chosen"] in ("early", "late") and fusion["mode"] == "auto"
+    chosen = fusion[fusion["chosen"]]
+    assert card["metrics"]["accuracy"] == pytest.approx(chosen["test_accuracy"], abs=1e-4)
+    late = fusion["late"]
+    assert [p["set"] for p in late["parts"]] == [strong, weak]
+    assert all(p["weight"] >= 0 and p["temperature"] > 0 for p in late["parts"])
+    assert late["test_accuracy"] >= alone["metrics"]["accuracy"] - 0.02
+    forced = train_head([strong, weak], {"fusion": "late", "sklearn_baseline": "false"}, store, str(tmp_path / "l"))
+    assert forced["data"]["fusion"]["chosen"] == "late"
+    assert predict(forced["path"], [strong, weak], store)["accuracy"] >= forced["metrics"]["accuracy"] - 1e-9
+    # the pool of linear layers is exactly one linear layer over the joined columns
+    rng = torch.Generator().manual_seed(0)
+    parts = [torch.nn.Linear(3, 4), torch.nn.Linear(2, 4)]
+    xa, xb = torch.randn(5, 3, generator=rng), torch.randn(5, 2, generator=rng)
+    w, b = pooled_linear(parts, [0.7, 0.2])
+    with torch.no_grad():
+        assert torch.allclose(torch.cat([xa, xb], 1) @ w.t() + b, 0.7 * parts[0](xa) + 0.2 * parts[1](xb), atol=1e-6)
+    with pytest.raises(MmfeatError, match="fusion must be one of auto, early, late"):
+        train_head([strong, weak], {"fusion": "sideways"}, store)

@@ -63,9 +63,11 @@ class SweepParams:
 class AdamWParams(SweepParams):
     """Mini-batch AdamW with early stopping on validation loss."""
 
-    lr: float = option(3e-3, "AdamW learning rate (finetune: the classifier's a tenth of it, pretrained layers a thirtieth)")
+    lr: float = option(3e-3, "AdamW learning rate (finetune: the classifier's a tenth of it and pretrained layers a "
+                             "thirtieth; the network on the images: the classifier's a third, layer_decay per block below)")
     max_epochs: int = option(300, "AdamW epochs at most")
-    patience: int = option(10, "epochs without a better validation loss before stopping")
+    patience: int = option(10, "epochs without a better validation loss before stopping (the network on the images "
+                               "runs its whole cosine schedule)")
     batch_size: int = option(1024, "AdamW mini-batch")
     weight_decay: float = option(1e-4, "AdamW weight decay")
 
@@ -96,14 +98,39 @@ class FinetuneParams(AdamWParams):
 
     ``l2_penalties`` is the probe's sweep; pretrained layers learn at lr/30, the classifier at lr/10."""
 
+    max_epochs: int = option(30, "epochs at most (the network on the images: its cosine schedule's length, "
+                                 "fewer when max_minutes allows fewer)")
     dropout: float = option(0.2, "dropout before the classifier")
     tune_blocks: int | None = option(
         None, "the network on the images (a pooled cnn set): tune its last K EfficientNet-Lite blocks (unset: all layers)")
+    train_size: int | None = option(
+        None, "the network on the images: training and test resolution in px (unset: fit the images, twice their "
+        "median shorter side, a multiple of 32, 64 px at least and the base set's crop at most)")
+    max_minutes: float | None = option(
+        10.0, "the network on the images: training budget in minutes; epochs, then the resolution, are chosen to fit "
+        "it (none: max_epochs at train_size)")
+    augment: str = option("trivial", "the network on the images: trivial (TrivialAugmentWide, then a random crop "
+                          "and flip), flip (crop and flip only) or none")
+    label_smoothing: float = option(0.1, "the network on the images: label smoothing of the training loss")
+    layer_decay: float = option(
+        0.9, "the network on the images: each block's learning rate is this times the one above it (1: one rate)")
+    batch_norm: str = option("frozen", "the network on the images: frozen (pretrained statistics kept) or train")
+    keep_probe: bool = option(
+        True, "the network on the images: the head is the linear probe on the stored features when tuning does not "
+        "beat it on validation (false: always the tuned network, e.g. to export one)")
 
     def __post_init__(self):
         super().__post_init__()
         if self.tune_blocks is not None and self.tune_blocks < 1:
             raise ValueError("tune_blocks must be >= 1 (unset: all layers)")
+        if self.train_size is not None and not 32 <= self.train_size <= 1024:
+            raise ValueError("train_size must be in 32..1024 px (unset: fit the images)")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError("max_minutes must be > 0 (unset: no budget)")
+        check_choice("augment", self.augment, ("trivial", "flip", "none"))
+        check_choice("batch_norm", self.batch_norm, ("frozen", "train"))
+        if not 0 <= self.label_smoothing < 1 or not 0 < self.layer_decay <= 1:
+            raise ValueError("label_smoothing must be in [0, 1); layer_decay in (0, 1]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,10 +139,14 @@ class LinearParams(AdamWParams):
 
     solver: str = option("auto", "lbfgs (exact), adamw (mini-batch), auto (lbfgs up to 4 GiB of features)")
     refit: bool = option(True, "fit again on train + validation at the chosen setting (as LogisticRegressionCV)")
+    fusion: str = option(
+        "auto", "several sets: early (one classifier on the joined features), late (one per set, their logits "
+        "pooled with weights fitted on validation) or auto (the better on validation; the card reports both)")
 
     def __post_init__(self):
         super().__post_init__()
         check_choice("solver", self.solver, ("auto", "lbfgs", "adamw"))
+        check_choice("fusion", self.fusion, ("auto", "early", "late"))
 
 
 @dataclasses.dataclass(frozen=True)

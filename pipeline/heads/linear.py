@@ -12,7 +12,7 @@ import torch
 
 from ..errors import MmfeatError
 from ..progress import log
-from . import dense
+from . import dense, fusion
 from .config import ADAMW_KEYS, HeadConfig, LinearParams
 from .design import SPARSE_L2_PENALTIES
 from .registry import HeadKind, TrainedHead, TrainJob, register_head
@@ -64,10 +64,18 @@ class LinearHead(HeadKind):
         model, mean, std, refit = best.model, d.mean, d.std, None
         if p.refit:
             model, mean, std, refit = self._refit(job, best)
+        report = {}
+        if len(job.data.report["blocks"]) > 1 and p.fusion != "early" and solver == "lbfgs":
+            best, model, report["fusion"] = fusion.choose(job, d, best, model, mean, std, penalties, p.fusion, p.refit)
+            if refit and report["fusion"]["chosen"] == "late":
+                refit = {**refit, "l2": [part["l2"] * len(job.data.train.y) / refit["rows"]
+                                         for part in report["fusion"]["late"]["parts"]]}
+            temperature = dense.temperature_of(best.model, d)
         params = {k: v for k, v in dataclasses.asdict(p).items() if solver != "lbfgs" or k not in ADAMW_KEYS}
         return TrainedHead(model, best, fits, temperature, dense.test_logits(model, job, mean, std),
                            time.perf_counter() - start, solver, int(d.x.shape[1]), mean, std, tuple(penalties), refit,
-                           params=params, reference=dense.sklearn_reference(job, mean, std, p.class_weight))
+                           params=params, reference=dense.sklearn_reference(job, mean, std, p.class_weight),
+                           report=report)
 
     def _refit(self, job: TrainJob, best):
         """The chosen setting fitted again on train + validation: the validation rows that chose it are not

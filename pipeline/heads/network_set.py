@@ -23,27 +23,19 @@ def network_weights(run: str, info: dict) -> str:
     return info["weights"] if os.path.isfile(info["weights"]) else os.path.join(run, NETWORK_FILE)
 
 
-def kept_probe(job: TrainJob, tuning, fit, info: dict, seconds: float) -> TrainedHead:
-    """Fine-tuning did not beat the probe: the head is the probe on the base set's stored features."""
-    head = torch.nn.Linear(tuning.fc.in_features, tuning.fc.out_features)
-    head.load_state_dict({k: v.cpu() for k, v in tuning.fc.state_dict().items()})
-    head.eval()
-    data = job.data
-    with torch.no_grad():
-        val_logits = head(torch.from_numpy(np.asarray(data.val.x, np.float32)))
-        logits = head(torch.from_numpy(np.asarray(data.test.x, np.float32)))
-    dim = job.sets[0].dim
-    fit = dataclasses.replace(fit, model=head)
-    return TrainedHead(head, fit, [fit], helpful_temperature(val_logits, torch.from_numpy(data.val.y)), logits,
-                       seconds, "adamw", dim, np.zeros(dim, np.float32), np.ones(dim, np.float32),
-                       report={"finetune": dict(info, kept_probe=True)})
+def kept_probe(frozen: TrainedHead, info: dict, seconds: float) -> TrainedHead:
+    """Fine-tuning did not beat the probe: the head is the linear head on the base set's stored features,
+    exactly as ``--head linear`` trains it, with the fine-tune's account in its report."""
+    best = dataclasses.replace(frozen.best, epochs=0)  # epoch 0: the probe
+    return dataclasses.replace(frozen, best=best, seconds=frozen.seconds + seconds,
+                               report={**frozen.report, "finetune": info})
 
 
 def extract_tuned(job: TrainJob, tuning, fit, info: dict, seconds: float) -> TrainedHead:
     """Extract the dataset with the tuned weights; the head is the tuned classifier on that set."""
     from .data import joined_table
 
-    tuned = _extract(job, info["weights"])
+    tuned = _extract(job, info)
     table, x, report = joined_table([tuned], job.cfg.missing)
     data = _same_splits(job, (table, x, report), info)
     head = torch.nn.Linear(tuning.fc.in_features, tuning.fc.out_features)
@@ -62,14 +54,16 @@ def extract_tuned(job: TrainJob, tuning, fit, info: dict, seconds: float) -> Tra
                        data=data, report={"finetune": info}, carried={NETWORK_FILE: info["weights"]})
 
 
-def _extract(job: TrainJob, weights: str):
+def _extract(job: TrainJob, info: dict):
     from ..extract import extract
 
     fs = job.sets[0]
     binding = fs.items.binding() or {}
     read = fs.items.read_options()  # as the items were read: labels kept
+    weights = info["weights"]
     base = dict(identity_of(fs))
-    summary = extract(binding["source"], "image", "cnn", base | {"weights": weights}, dataset=fs.manifest["dataset"],
+    at_size = {"image_size": size} if (size := info.get("extract_image_size")) else {}
+    summary = extract(binding["source"], "image", "cnn", base | at_size | {"weights": weights}, dataset=fs.manifest["dataset"],
                       store=job.store.uri, progress=False, allow_absolute=bool(read.get("allow_absolute")),
                       label_from_name=read.get("label_from_name"), limit=read.get("limit"))
     return job.store.resolve(summary["feature_set"])

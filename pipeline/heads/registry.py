@@ -147,6 +147,9 @@ class HeadKind(abc.ABC):
         """How the head was chosen, one sentence for the report."""
         how = (f"and the epoch ({card['selected']['epoch']}) by early stopping on it"
                if card.get("solver") != "lbfgs" else "solver L-BFGS (exact fit)")
+        if card["selected"]["l2"] is None:  # late fusion: one classifier per set
+            return (f"Late fusion was chosen on validation: one classifier per feature set, each with its own L2 "
+                    f"penalty chosen on validation ({how}), their logits pooled with weights fitted on validation.")
         return f"The L2 penalty ({card['selected']['l2']:g}) was chosen on validation, {how}."
 
     def export(self, run: str, card: dict, model: Any, out: str) -> dict:

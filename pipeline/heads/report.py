@@ -62,13 +62,14 @@ def _validation_plot(folder: str, card: dict, curve, plt) -> None:
             part = sorted((s for s in sweep if s.get("class_weight", "none") == weighting), key=lambda s: s["l2"])
             ax.semilogx([s["l2"] for s in part], [s["val_accuracy"] for s in part], "o-",
                         label=f"validation accuracy ({weighting} class weights)")
-        ax.axvline(chosen, color="gray", linestyle="--", label=f"chosen l2={chosen:g}")
+        if chosen is not None:  # late fusion: a penalty per set (the fusion table)
+            ax.axvline(chosen, color="gray", linestyle="--", label=f"chosen l2={chosen:g}")
         ax.set_xlabel("L2 penalty")
         ax.set_ylabel("accuracy")
         ax.legend(fontsize=8)
         ax.set_title("Penalty sweep (validation)")
         if has_curve:
-            _learning_curve(axes[0, 1], curve, card, f"Learning curve (l2={chosen:g})")
+            _learning_curve(axes[0, 1], curve, card, "Learning curve" + (f" (l2={chosen:g})" if chosen is not None else ""))
     fig.tight_layout()
     fig.savefig(os.path.join(folder, "validation.png"), dpi=80)
     plt.close(fig)
@@ -87,7 +88,7 @@ def edge_warning(card: dict) -> str | None:
     """A penalty chosen at the end of the grid may be short of the best one: say which way to extend."""
     grid = sorted({s["l2"] for s in card["sweep"]})
     chosen = card["selected"]["l2"]
-    if card.get("solver") == "class means" or len(grid) < 2 or grid[0] < chosen < grid[-1]:
+    if chosen is None or card.get("solver") == "class means" or len(grid) < 2 or grid[0] < chosen < grid[-1]:
         return None
     side = "smallest" if chosen == grid[0] else "largest"
     hint = f"{chosen / 10:g}" if side == "smallest" else f"{chosen * 10:g}"
@@ -115,7 +116,7 @@ def markdown(card: dict, pictures: dict[str, str], head_path: str | None = None)
     warning = edge_warning(card)
     if warning:
         lines += [f"> **Note:** {warning}", ""]
-    lines += _metrics_table(card) + _data_table(card.get("data", {}))
+    lines += _metrics_table(card) + _data_table(card.get("data", {})) + _fusion_table(card.get("data", {}))
     lines += ["| L2 penalty | class weights | validation accuracy | validation loss |", "|---|---|---|---|"]
     chosen = (card["selected"]["l2"], card["selected"].get("class_weight"))
     for s in card["sweep"]:
@@ -153,6 +154,19 @@ def _metrics_table(card: dict) -> list[str]:
     if m.get("classes_absent_from_test"):
         lines += [f"Classes absent from the test split (left out of macro-F1): {', '.join(m['classes_absent_from_test'])}", ""]
     return lines
+
+
+def _fusion_table(data: dict) -> list[str]:
+    """Early and late fusion side by side (validation chose one; both are measured on test)."""
+    fusion = data.get("fusion")
+    if not fusion:
+        return []
+    weights = ", ".join(f"{p['set']} {p['weight']:.2f}" for p in fusion["late"]["parts"])
+    rows = [("early", "one classifier on the joined features", fusion["early"]),
+            ("late", f"one classifier per set, logits pooled (weights {weights})", fusion["late"])]
+    return ["| fusion | validation accuracy | test accuracy |", "|---|---|---|",
+            *[f"| {name}: {what}{' **(chosen)**' * (fusion['chosen'] == name)} | {r['val_accuracy']:.4f} | "
+              f"{r['test_accuracy']:.4f} |" for name, what, r in rows], ""]
 
 
 def _data_table(data: dict) -> list[str]:

@@ -2,7 +2,8 @@
 recipe the image and text tops share. LP-FT: the classifier starts as the linear probe on the frozen top's
 pooled features; pretrained layers at lr/30 and the classifier at lr/10; batch-norm statistics frozen;
 image feature maps flipped left-right at random; early stopping keeps the best epoch by validation loss,
-the probe itself (epoch 0) included, so tuning never ends below it."""
+the probe itself (epoch 0) included, so tuning never ends below it; a kept probe is refit on train +
+validation, as the linear head is."""
 from __future__ import annotations
 
 import time
@@ -62,6 +63,8 @@ def train_top(job: TrainJob, model: nn.Module, as_input: Callable[[np.ndarray], 
     fit = Fit(model, 0.0, stopping.losses[0], float((val_logits.argmax(1) == yv.cpu()).float().mean()),
               stopping.epochs[0], curve, weighting)
     temperature = helpful_temperature(val_logits, yv.cpu())
+    if stopping.epochs[0] == 0:  # the probe stays: refit on train + validation, as the linear head is
+        _refit_probe(model, x, y, xv, yv, loss_fn, probe.l2, device)
     seconds = time.perf_counter() - start
     model.cpu()
     test = logits_of(model, as_input(data.test.x))
@@ -75,6 +78,22 @@ def _probe(model: nn.Module, x, y, xv, yv, loss_fn, l2s, device):
     with torch.no_grad():
         f, fv = _pooled(model, x, device), _pooled(model, xv, device)
     return probe_into(model.fc, f, y.to(device), fv, yv, loss_fn.weight, l2s)
+
+
+def _refit_probe(model: nn.Module, x, y, xv, yv, loss_fn, l2: float, device) -> None:
+    """The kept probe fitted again on train + validation at its penalty (scikit-learn's C kept): the
+    validation rows that chose it are not lost to the head, as for the linear head's refit."""
+    from .solvers import fit_linear_lbfgs
+
+    model.eval()
+    with torch.no_grad():
+        f = torch.cat([_pooled(model, x, device), _pooled(model, xv, device)])
+    y_all = torch.cat([y.to(device), yv.to(device)])
+    fit = fit_linear_lbfgs(f, y_all, f[:0], y_all[:0], model.fc.out_features, loss_fn.weight,
+                           [l2 * len(y) / len(y_all)])[0]
+    with torch.no_grad():
+        model.fc.weight.copy_(fit.model.weight)
+        model.fc.bias.copy_(fit.model.bias)
 
 
 def _pooled(model: nn.Module, t: torch.Tensor, device) -> torch.Tensor:

@@ -82,10 +82,12 @@ def decay_on_plateau(opt: torch.optim.Optimizer) -> Callable[[int], None]:
 
 def train_epochs(max_epochs: int, run_epoch: Callable[[int], object], validate: Callable[[], Sequence[float]],
                  stopping: EarlyStopping, describe: Callable[[int, object, Sequence[float]], str],
-                 on_stall: Callable[[int], None] | None = None, log_every_s: float = 5.0) -> list[tuple]:
+                 on_stall: Callable[[int], None] | None = None, log_every_s: float = 5.0,
+                 out_of_time: Callable[[int], bool] | None = None) -> list[tuple]:
     """Run epochs until ``stopping`` says so; returns (epoch, train losses, validation losses) per epoch.
     ``run_epoch(epoch)`` trains one epoch and returns its train loss (or one per candidate). A line every
-    ``log_every_s`` seconds of a long training (short fits print nothing; the kind reports their result)."""
+    ``log_every_s`` seconds of a long training (short fits print nothing; the kind reports their result).
+    ``out_of_time(epoch)`` True after an epoch ends the training there (a time budget spent)."""
     rows, last_log = [], time.perf_counter()
     for epoch in range(1, max_epochs + 1):
         train = run_epoch(epoch)
@@ -95,7 +97,7 @@ def train_epochs(max_epochs: int, run_epoch: Callable[[int], object], validate: 
         if now - last_log >= log_every_s:
             last_log = now
             log.info("epoch %d, %s", epoch, describe(epoch, train, val))
-        if stopping.update(epoch, val):
+        if stopping.update(epoch, val) or (out_of_time is not None and out_of_time(epoch)):
             break
         if on_stall is not None:
             on_stall(stopping.stalled)

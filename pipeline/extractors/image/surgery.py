@@ -28,6 +28,12 @@ class Surgery:
         self.model.requires_grad_(True)
         return ["all layers"]
 
+    def depth_groups(self) -> list[list[nn.Parameter]]:
+        """The model's trainable parameters (classifier aside) from the input up, in groups that learn at one
+        rate each under layer-wise learning-rate decay: one group for a model without blocks."""
+        fc = {id(p) for p in self.classifier()[0].get_submodule(self.classifier()[1]).parameters()}
+        return [[p for p in self.model.parameters() if p.requires_grad and id(p) not in fc]]
+
     def block_index(self, module: str) -> int:
         raise MmfeatError(f"tops above a stored block are rebuilt for EfficientNet-Lite models; got model={self.name!r}")
 
@@ -73,6 +79,14 @@ class LiteSurgery(Surgery):
         for module in [*self.model._blocks[total - last_blocks:], self.model._conv_head, self.model._bn1]:
             module.requires_grad_(True)
         return [f"_blocks.{i}" for i in range(total - last_blocks, total)] + ["_conv_head", "_bn1"]
+
+    def depth_groups(self) -> list[list[nn.Parameter]]:
+        m = self.model
+        tops = [p for name, p in m.named_parameters() if not name.startswith(("_blocks.", "_fc."))
+                and not name.startswith(("_conv_stem", "_bn0"))]
+        stem = [p for name, p in m.named_parameters() if name.startswith(("_conv_stem", "_bn0"))]
+        groups = [stem, *[list(b.parameters()) for b in m._blocks], tops]
+        return [[p for p in g if p.requires_grad] for g in groups]
 
     def block_index(self, module: str) -> int:
         head, _, index = (module or "").partition(".")
