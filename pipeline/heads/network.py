@@ -2,16 +2,16 @@
 
 The pretrained network's last ``tune_blocks`` blocks (all its layers when unset) and a new classifier
 train on the images, read again through the extraction's own decode path (the dataset the set is bound
-to; resize to the weights' size, then a random crop of the crop size and a random flip per image for
-training, the center crop for validation and test). LP-FT as for the tops (tops.py): the classifier starts
-at the linear probe fitted on the set's own stored features, pretrained layers learn at lr/30 and the
-classifier at lr/10, batch-norm statistics stay frozen, and early stopping keeps the best epoch by
-validation loss, the probe (epoch 0) included. On CUDA the forward pass runs in bfloat16 autocast.
+to) at a resolution that fits them, under the recipe of recipe.py: TrivialAugment, random crops and flips,
+label smoothing, layer-wise rates, warm-up then cosine over the epochs ``max_minutes`` allows, batch-norm
+statistics frozen. LP-FT: the classifier starts as the probe at the training resolution. Epoch 0 is the
+linear head on the stored features (as ``--head linear`` trains it); epochs are chosen by validation
+accuracy. On CUDA the forward pass runs in bfloat16 autocast.
 
 When tuning beats the probe, the tuned network is written as cnn weights (``<head>/networks/<sha>.pth``),
 the dataset is extracted again with them (a new feature set, through the weights' hash: network_set.py),
 and the head is the tuned classifier on that set. When the probe (epoch 0) stays best, nothing is written
-or extracted again: the head is the probe on the stored features, and the report says so.
+or extracted again: the head is that linear head, and the report says so.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import MmfeatError
+from ..progress import log
 from .config import FinetuneParams
 from .image_batches import TrainingImages, item_paths, training_batch
 from .registry import HeadKind, TrainedHead, TrainJob, register_head
@@ -81,6 +82,8 @@ class NetworkTune(HeadKind):
         tuning = _prepare(job)
         stored = _stored_probe(job)
         plan = _plan(job, tuning, deadline)
+        log.info("network fine-tuning at %d px: %d epochs of about %.0f s planned%s", plan.size, plan.epochs,
+                 plan.epoch_s, f" within max_minutes={job.params.max_minutes:g}" if deadline is not None else "")
         tuning.images = TrainingImages(job.sets[0], _at_size(tuning, plan.size), job.data, job.params.batch_size,
                                        job.cfg.seed, torch.device(job.device), job.params.augment)
         start = time.perf_counter()
