@@ -124,9 +124,9 @@ class FinetuneParams(AdamWParams):
         if self.tune_blocks is not None and self.tune_blocks < 1:
             raise ValueError("tune_blocks must be >= 1 (unset: all layers)")
         if self.train_size is not None and not 32 <= self.train_size <= 1024:
-            raise ValueError("train_size must be in 32..1024 px (unset: fit the images)")
+            raise ValueError("train_size must be in 32..1024 px (none: fit the images)")
         if self.max_minutes is not None and self.max_minutes <= 0:
-            raise ValueError("max_minutes must be > 0 (unset: no budget)")
+            raise ValueError("max_minutes must be > 0 (none: no budget)")
         check_choice("augment", self.augment, ("trivial", "flip", "none"))
         check_choice("batch_norm", self.batch_norm, ("frozen", "train"))
         if not 0 <= self.label_smoothing < 1 or not 0 < self.layer_decay <= 1:

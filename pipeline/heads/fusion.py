@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from .calibration import fit_temperature
-from .design import to_device
+from .dense import best_of, test_logits
+from .design import forward, to_device, vstack
 from .solvers import fit_linear_lbfgs, linear_from
 from .training import Fit
 
@@ -81,10 +82,10 @@ def fit_late(data, mean: np.ndarray, std: np.ndarray, penalties, class_weight, d
         x, xv = part_design(data.train.x, span, mean, std, device), part_design(data.val.x, span, mean, std, device,
                                                                                  False)
         fits = fit_linear_lbfgs(x, y, xv, yv, k, class_weight, penalties)
-        best = min(fits, key=lambda f: (-f.val_accuracy, f.val_loss))
+        best = best_of(fits)
         parts.append(best)
         with torch.no_grad():
-            val_logits.append(_forward(best.model, xv).cpu())
+            val_logits.append(forward(best.model, xv).cpu())
     # Each part calibrated first (its own temperature), so that the pooling weights say how much each set is
     # trusted rather than how confident its penalty made it.
     temperatures = [fit_temperature(z, yv) for z in val_logits]
@@ -112,12 +113,6 @@ def refit_late(late: LateFit, x_all, y_all: torch.Tensor, mean, std, n_train: in
     return linear_from(w.t(), b, torch.zeros(0, w.shape[1]), y_all[:0].cpu())[0]
 
 
-def _forward(model: nn.Linear, x) -> torch.Tensor:
-    from .design import forward
-
-    return forward(model, x)
-
-
 def describe(late: LateFit, blocks: list[dict]) -> dict:
     """The card's account of late fusion: each set's weight, penalty and validation accuracy alone."""
     return {"parts": [{"set": block["set"], "weight": round(a, 4), "temperature": round(t, 4), "l2": part.l2,
@@ -131,8 +126,6 @@ def choose(job, d, early: Fit, early_model: nn.Module, mean: np.ndarray, std: np
     """Early or late fusion of the job's sets, ``mode`` early, late or auto (the better on validation:
     accuracy, then loss); returns the chosen fit, its final model (refitted on train + validation when
     ``refit``, with the refit's ``mean`` and ``std``) and the card's report of both, test accuracy included."""
-    from .dense import best_of, test_logits
-    from .design import vstack
     from .training import class_weights
 
     data = job.data

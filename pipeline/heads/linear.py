@@ -67,10 +67,11 @@ class LinearHead(HeadKind):
         report = {}
         if len(job.data.report["blocks"]) > 1 and p.fusion != "early" and solver == "lbfgs":
             best, model, report["fusion"] = fusion.choose(job, d, best, model, mean, std, penalties, p.fusion, p.refit)
-            if refit and report["fusion"]["chosen"] == "late":
-                refit = {**refit, "l2": [part["l2"] * len(job.data.train.y) / refit["rows"]
-                                         for part in report["fusion"]["late"]["parts"]]}
-            temperature = dense.temperature_of(best.model, d)
+            if report["fusion"]["chosen"] == "late":
+                temperature = dense.temperature_of(best.model, d)
+                if refit:
+                    refit = {**refit, "l2": [part["l2"] * len(job.data.train.y) / refit["rows"]
+                                             for part in report["fusion"]["late"]["parts"]]}
         params = {k: v for k, v in dataclasses.asdict(p).items() if solver != "lbfgs" or k not in ADAMW_KEYS}
         return TrainedHead(model, best, fits, temperature, dense.test_logits(model, job, mean, std),
                            time.perf_counter() - start, solver, int(d.x.shape[1]), mean, std, tuple(penalties), refit,

@@ -83,17 +83,11 @@ def _probe(model: nn.Module, x, y, xv, yv, loss_fn, l2s, device):
 def _refit_probe(model: nn.Module, x, y, xv, yv, loss_fn, l2: float, device) -> None:
     """The kept probe fitted again on train + validation at its penalty (scikit-learn's C kept): the
     validation rows that chose it are not lost to the head, as for the linear head's refit."""
-    from .solvers import fit_linear_lbfgs
-
     model.eval()
     with torch.no_grad():
         f = torch.cat([_pooled(model, x, device), _pooled(model, xv, device)])
     y_all = torch.cat([y.to(device), yv.to(device)])
-    fit = fit_linear_lbfgs(f, y_all, f[:0], y_all[:0], model.fc.out_features, loss_fn.weight,
-                           [l2 * len(y) / len(y_all)])[0]
-    with torch.no_grad():
-        model.fc.weight.copy_(fit.model.weight)
-        model.fc.bias.copy_(fit.model.bias)
+    probe_into(model.fc, f, y_all, f[:0], y_all[:0], loss_fn.weight, [l2 * len(y) / len(y_all)])
 
 
 def _pooled(model: nn.Module, t: torch.Tensor, device) -> torch.Tensor:
